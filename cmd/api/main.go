@@ -1,0 +1,117 @@
+// Command api serves Conveyor's HTTP API: task endpoints, queue statistics,
+// health and readiness. `api migrate` applies database migrations and exits.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/conveyor-run/conveyor/internal/config"
+	"github.com/conveyor-run/conveyor/internal/db"
+	"github.com/conveyor-run/conveyor/internal/httpapi"
+	"github.com/conveyor-run/conveyor/internal/observe"
+	"github.com/conveyor-run/conveyor/internal/queue"
+	"github.com/conveyor-run/conveyor/tasks"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: api [serve|migrate]
+
+  serve    run the HTTP API (default)
+  migrate  apply database migrations and exit`
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 1 {
+		cmd = args[1]
+	}
+	switch cmd {
+	case "serve", "migrate":
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	default:
+		return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+	}
+
+	role := config.RoleAPI
+	if cmd == "migrate" {
+		role = config.RoleMigrate
+	}
+	cfg, err := config.Load(getenv, role)
+	if err != nil {
+		return err
+	}
+	log := observe.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel).With("service", "api")
+
+	database, err := db.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	defer database.Close()
+
+	if cmd == "migrate" || cfg.AutoMigrate {
+		n, err := db.Migrate(ctx, database.DB)
+		if err != nil {
+			return err
+		}
+		log.Info("migrations applied", "count", n)
+		if cmd == "migrate" {
+			fmt.Fprintf(stdout, "migrations applied: %d\n", n)
+			return nil
+		}
+	}
+
+	q, err := queue.NewClient(cfg.RedisURL, tasks.All(), cfg.Queues)
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+
+	handler := httpapi.NewServer(httpapi.Options{APIToken: cfg.APIToken, BodyLimit: cfg.BodyLimit},
+		httpapi.Deps{Log: log, DB: database, Queue: q})
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("HTTP_ADDR: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      2 * time.Minute, // long-polling task lookups stay within this
+		IdleTimeout:       2 * time.Minute,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("api listening", "addr", ln.Addr().String())
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}

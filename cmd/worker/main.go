@@ -1,0 +1,151 @@
+// Command worker runs tasks: one asynq server whose handlers come only from
+// the tasks registry, with weighted queues, per-type retry backoff and
+// timeouts, graceful shutdown, and /healthz and /metrics on METRICS_ADDR.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/conveyor-run/conveyor/internal/config"
+	"github.com/conveyor-run/conveyor/internal/db"
+	"github.com/conveyor-run/conveyor/internal/mail"
+	"github.com/conveyor-run/conveyor/internal/observe"
+	"github.com/conveyor-run/conveyor/internal/queue"
+	"github.com/conveyor-run/conveyor/tasks"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr io.Writer) error {
+	cfg, err := config.Load(getenv, config.RoleWorker)
+	if err != nil {
+		return err
+	}
+	log := observe.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel).With("service", "worker")
+
+	redisOpt, err := queue.ParseRedisURL(cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	database, err := db.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	defer database.Close()
+
+	templates, err := mail.LoadTemplates()
+	if err != nil {
+		return err
+	}
+	var mailer mail.Mailer = mail.Log{Logger: log}
+	if cfg.SMTPURL != "" {
+		if mailer, err = mail.NewSMTP(cfg.SMTPURL, cfg.SMTPFrom); err != nil {
+			return err
+		}
+	} else {
+		log.Warn("SMTP_URL is empty: emails are logged, not sent")
+	}
+
+	reg := observe.NewRegistry()
+	metrics := observe.NewTaskMetrics(reg)
+	registry := tasks.All()
+	mux := tasks.NewMux(registry, tasks.Deps{
+		DB: database, Mailer: mailer, Templates: templates, Log: log, CleanupMaxAge: cfg.CleanupMaxAge,
+	}, metrics)
+
+	var redisHealth atomic.Pointer[error] // asynq's last Redis health check, read by /healthz
+	srv := asynq.NewServer(redisOpt, asynq.Config{
+		Concurrency:    cfg.Concurrency,
+		Queues:         cfg.Queues,
+		StrictPriority: cfg.StrictPriority,
+		RetryDelayFunc: registry.RetryDelay(cfg.RetryBase, cfg.RetryMax, rand.Float64),
+		// Handlers get their own base context, not the signal one: on SIGTERM
+		// in-flight tasks keep running until ShutdownTimeout.
+		BaseContext:              context.Background,
+		ShutdownTimeout:          cfg.ShutdownTimeout,
+		DelayedTaskCheckInterval: time.Second,
+		Logger:                   asynqLogger{log.With("component", "asynq")},
+		LogLevel:                 asynqLevel(cfg.LogLevel),
+		HealthCheckInterval:      5 * time.Second,
+		HealthCheckFunc:          func(err error) { redisHealth.Store(&err) },
+	})
+
+	side, err := observe.ListenSide(cfg.MetricsAddr, reg, func(ctx context.Context) error {
+		if p := redisHealth.Load(); p != nil && *p != nil {
+			return fmt.Errorf("redis: %w", *p)
+		}
+		if err := database.PingContext(ctx); err != nil {
+			return fmt.Errorf("postgres: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	go func() {
+		if err := side.Serve(); err != nil {
+			log.Error("metrics server", "err", err)
+		}
+	}()
+
+	if err := srv.Start(mux); err != nil {
+		side.Shutdown(context.Background())
+		return fmt.Errorf("start worker: %w", err)
+	}
+	log.Info("worker started", "queues", cfg.Queues, "concurrency", cfg.Concurrency,
+		"metrics_addr", side.Addr(), "task_types", registry.Names())
+
+	<-ctx.Done()
+	log.Info("shutting down: no new tasks; waiting for running ones", "timeout", cfg.ShutdownTimeout)
+	srv.Shutdown() // waits up to ShutdownTimeout, then puts unfinished tasks back
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := side.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("metrics server shutdown: %w", err)
+	}
+	log.Info("worker stopped")
+	return nil
+}
+
+// asynqLogger routes asynq's own logs into slog.
+type asynqLogger struct{ l *slog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...)) }
+func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...)) }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...)) }
+func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...)) }
+
+// Fatal is called by asynq only for unrecoverable states; exit as it expects.
+func (a asynqLogger) Fatal(args ...any) { a.l.Error(fmt.Sprint(args...)); os.Exit(1) }
+
+func asynqLevel(level string) asynq.LogLevel {
+	switch level {
+	case "debug":
+		return asynq.DebugLevel
+	case "warn":
+		return asynq.WarnLevel
+	case "error":
+		return asynq.ErrorLevel
+	default:
+		return asynq.InfoLevel
+	}
+}

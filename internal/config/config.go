@@ -1,0 +1,364 @@
+// Package config turns the process environment into a typed, validated Config.
+//
+// It is the only package that reads environment variables (through the getenv
+// function handed to Load, so tests never touch the real environment). Every
+// problem is reported as one line that names the variable, so a binary started
+// with bad configuration exits at once with a message an operator can act on.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Role says which binary is loading the configuration; it decides defaults
+// (the side port) and which variables are required.
+type Role string
+
+// The three binaries.
+const (
+	RoleAPI       Role = "api"
+	RoleWorker    Role = "worker"
+	RoleScheduler Role = "scheduler"
+	// RoleMigrate is `api migrate`: it needs only the database.
+	RoleMigrate Role = "migrate"
+)
+
+// Config is the whole configuration of a Conveyor process. Fields that a role
+// does not use keep their defaults.
+type Config struct {
+	Role Role
+
+	DatabaseURL string
+	RedisURL    string
+	LogFormat   string // "text" or "json"
+	LogLevel    string // "debug", "info", "warn" or "error"
+	DevMode     bool
+
+	// API.
+	HTTPAddr    string
+	APIToken    string
+	AutoMigrate bool
+	BodyLimit   int64 // bytes
+
+	// Worker and scheduler side port for /metrics and /healthz.
+	MetricsAddr string
+
+	// Worker.
+	Concurrency     int
+	Queues          map[string]int
+	StrictPriority  bool
+	ShutdownTimeout time.Duration
+	RetryBase       time.Duration // 0: each task type's own base
+	RetryMax        time.Duration // 0: each task type's own cap
+	SMTPURL         string        // empty: the dev mailer logs every email
+	SMTPFrom        string
+	CleanupMaxAge   time.Duration
+	TaskRetention   time.Duration
+
+	// Scheduler.
+	SchedulesFile string
+}
+
+// Defaults that appear in the README's configuration table.
+const (
+	DefaultHTTPAddr         = "127.0.0.1:8080"
+	DefaultWorkerMetrics    = "127.0.0.1:9091"
+	DefaultSchedulerMetrics = "127.0.0.1:9092"
+	DefaultQueues           = "critical=6,default=3,low=1"
+	DefaultBodyLimit        = 1 << 20
+	minTokenLen             = 16
+)
+
+// Load reads and validates the configuration for role. The error, if any,
+// is a single line listing every bad variable by name.
+func Load(getenv func(string) string, role Role) (Config, error) {
+	p := parser{getenv: getenv}
+	c := Config{Role: role}
+
+	c.DatabaseURL = p.required("DATABASE_URL", validatePostgresURL)
+	c.RedisURL = p.required("REDIS_URL", ValidateRedisURL)
+	c.LogFormat = p.oneOf("LOG_FORMAT", "text", "text", "json")
+	c.LogLevel = p.oneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error")
+	c.DevMode = p.boolean("DEV_MODE", false)
+
+	c.HTTPAddr = p.addr("HTTP_ADDR", DefaultHTTPAddr)
+	c.AutoMigrate = p.boolean("AUTO_MIGRATE", false)
+	c.BodyLimit = p.bytes("BODY_LIMIT", DefaultBodyLimit)
+	if role == RoleAPI {
+		c.APIToken = p.required("API_TOKEN", func(v string) error {
+			if len(v) < minTokenLen {
+				return fmt.Errorf("must be at least %d characters", minTokenLen)
+			}
+			return nil
+		})
+	}
+
+	switch role {
+	case RoleWorker:
+		c.MetricsAddr = p.addr("METRICS_ADDR", DefaultWorkerMetrics)
+	case RoleScheduler:
+		c.MetricsAddr = p.addr("METRICS_ADDR", DefaultSchedulerMetrics)
+	}
+
+	c.Concurrency = p.intRange("WORKER_CONCURRENCY", 10, 1, 10000)
+	c.Queues = p.queues("WORKER_QUEUES", DefaultQueues)
+	c.StrictPriority = p.boolean("WORKER_STRICT_PRIORITY", false)
+	c.ShutdownTimeout = p.duration("SHUTDOWN_TIMEOUT", 30*time.Second, time.Second)
+	c.RetryBase = p.duration("RETRY_BASE", 0, 0)
+	c.RetryMax = p.duration("RETRY_MAX", 0, 0)
+	c.SMTPURL = p.optional("SMTP_URL", validateSMTPURL)
+	c.SMTPFrom = p.str("SMTP_FROM", "Conveyor <noreply@conveyor.localhost>")
+	c.CleanupMaxAge = p.duration("CLEANUP_MAX_AGE", 30*24*time.Hour, time.Minute)
+	c.TaskRetention = p.duration("TASK_RETENTION", 24*time.Hour, 0)
+
+	c.SchedulesFile = p.str("SCHEDULES_FILE", "")
+
+	if len(p.errs) > 0 {
+		return Config{}, fmt.Errorf("config: %s", strings.Join(p.errs, "; "))
+	}
+	return c, nil
+}
+
+// parser accumulates one message per bad variable.
+type parser struct {
+	getenv func(string) string
+	errs   []string
+}
+
+func (p *parser) fail(name string, err error) {
+	p.errs = append(p.errs, name+": "+err.Error())
+}
+
+func (p *parser) str(name, def string) string {
+	if v := strings.TrimSpace(p.getenv(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+func (p *parser) required(name string, check func(string) error) string {
+	v := strings.TrimSpace(p.getenv(name))
+	if v == "" {
+		p.fail(name, errors.New("is required"))
+		return ""
+	}
+	if err := check(v); err != nil {
+		p.fail(name, err)
+	}
+	return v
+}
+
+func (p *parser) optional(name string, check func(string) error) string {
+	v := strings.TrimSpace(p.getenv(name))
+	if v == "" {
+		return ""
+	}
+	if err := check(v); err != nil {
+		p.fail(name, err)
+	}
+	return v
+}
+
+func (p *parser) oneOf(name, def string, allowed ...string) string {
+	v := strings.ToLower(p.str(name, def))
+	for _, a := range allowed {
+		if v == a {
+			return v
+		}
+	}
+	p.fail(name, fmt.Errorf("%q is not one of %s", v, strings.Join(allowed, ", ")))
+	return def
+}
+
+func (p *parser) boolean(name string, def bool) bool {
+	v := p.str(name, "")
+	if v == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		p.fail(name, fmt.Errorf("%q is not a boolean (use true or false)", v))
+		return def
+	}
+	return b
+}
+
+func (p *parser) intRange(name string, def, lo, hi int) int {
+	v := p.str(name, "")
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		p.fail(name, fmt.Errorf("%q must be an integer between %d and %d", v, lo, hi))
+		return def
+	}
+	return n
+}
+
+func (p *parser) duration(name string, def, lo time.Duration) time.Duration {
+	v := p.str(name, "")
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		p.fail(name, fmt.Errorf("%q is not a duration (examples: 500ms, 30s, 24h)", v))
+		return def
+	}
+	if d < lo {
+		p.fail(name, fmt.Errorf("%s must be at least %s", d, lo))
+		return def
+	}
+	return d
+}
+
+func (p *parser) addr(name, def string) string {
+	v := p.str(name, def)
+	if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
+		p.fail(name, fmt.Errorf("%q is not a host:port address", v))
+		return def
+	}
+	return v
+}
+
+// bytes accepts a plain byte count or a K/M/G suffix (powers of 1024).
+func (p *parser) bytes(name string, def int64) int64 {
+	v := strings.ToUpper(p.str(name, ""))
+	if v == "" {
+		return def
+	}
+	mult := int64(1)
+	for suffix, m := range map[string]int64{"K": 1 << 10, "M": 1 << 20, "G": 1 << 30} {
+		if strings.HasSuffix(v, suffix) {
+			mult, v = m, strings.TrimSuffix(v, suffix)
+			break
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		p.fail(name, fmt.Errorf("%q must be a positive size such as 1048576, 512K or 1M", p.getenv(name)))
+		return def
+	}
+	return n * mult
+}
+
+// queues parses "critical=6,default=3,low=1" into weights.
+func (p *parser) queues(name, def string) map[string]int {
+	q, err := ParseQueues(p.str(name, def))
+	if err != nil {
+		p.fail(name, err)
+		d, _ := ParseQueues(def)
+		return d
+	}
+	return q
+}
+
+// ParseQueues parses a weighted queue list such as "critical=6,default=3,low=1".
+// A queue without a weight gets weight 1.
+func ParseQueues(s string) (map[string]int, error) {
+	out := map[string]int{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		name, weight, hasWeight := strings.Cut(part, "=")
+		name = strings.TrimSpace(name)
+		if name == "" {
+			return nil, fmt.Errorf("%q has an empty queue name", part)
+		}
+		w := 1
+		if hasWeight {
+			n, err := strconv.Atoi(strings.TrimSpace(weight))
+			if err != nil || n < 1 {
+				return nil, fmt.Errorf("weight %q of queue %q must be a positive integer", weight, name)
+			}
+			w = n
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("queue %q is listed twice", name)
+		}
+		out[name] = w
+	}
+	if len(out) == 0 {
+		return nil, errors.New("lists no queue (example: critical=6,default=3,low=1)")
+	}
+	return out, nil
+}
+
+// QueueNames returns the configured queue names, sorted.
+func (c Config) QueueNames() []string {
+	names := make([]string, 0, len(c.Queues))
+	for n := range c.Queues {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func validatePostgresURL(v string) error {
+	u, err := url.Parse(v)
+	if err != nil {
+		return errors.New("is not a URL (example: postgres://user:pass@127.0.0.1:5432/conveyor?sslmode=disable)")
+	}
+	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+		return fmt.Errorf("scheme %q is not postgres:// or postgresql://", u.Scheme)
+	}
+	if u.Host == "" {
+		return errors.New("has no host")
+	}
+	return nil
+}
+
+// ValidateRedisURL accepts the URL forms asynq understands:
+// redis://[:pass@]host:port[/db], rediss://… (TLS) and
+// redis-sentinel://[:pass@]host1:port,host2:port?master=name.
+func ValidateRedisURL(v string) error {
+	u, err := url.Parse(v)
+	if err != nil {
+		return errors.New("is not a URL (example: redis://127.0.0.1:6379/0)")
+	}
+	switch u.Scheme {
+	case "redis", "rediss":
+		if u.Host == "" {
+			return errors.New("has no host")
+		}
+		if db := strings.TrimPrefix(u.Path, "/"); db != "" {
+			if n, err := strconv.Atoi(db); err != nil || n < 0 {
+				return fmt.Errorf("database %q must be a non-negative integer", db)
+			}
+		}
+	case "redis-sentinel":
+		if u.Host == "" {
+			return errors.New("lists no sentinel address")
+		}
+		if u.Query().Get("master") == "" {
+			return errors.New("needs ?master=<name> for redis-sentinel://")
+		}
+	default:
+		return fmt.Errorf("scheme %q is not redis://, rediss:// or redis-sentinel://", u.Scheme)
+	}
+	return nil
+}
+
+func validateSMTPURL(v string) error {
+	u, err := url.Parse(v)
+	if err != nil {
+		return errors.New("is not a URL (example: smtp://user:pass@127.0.0.1:587)")
+	}
+	if u.Scheme != "smtp" && u.Scheme != "smtps" {
+		return fmt.Errorf("scheme %q is not smtp:// or smtps://", u.Scheme)
+	}
+	if u.Hostname() == "" || u.Port() == "" {
+		return errors.New("needs a host and a port")
+	}
+	return nil
+}

@@ -1,0 +1,173 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/conveyor-run/conveyor/internal/queue"
+	"github.com/conveyor-run/conveyor/internal/store"
+	"github.com/conveyor-run/conveyor/tasks"
+)
+
+// APIError is an error with its HTTP status and public message.
+type APIError struct {
+	Status  int               `json:"-"`
+	Code    string            `json:"code"`
+	Message string            `json:"message"`
+	Fields  map[string]string `json:"fields,omitempty"`
+	cause   error
+}
+
+func (e *APIError) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.Code, e.Message) }
+func (e *APIError) Unwrap() error { return e.cause }
+
+func errBadRequest(msg string) *APIError {
+	return &APIError{Status: http.StatusBadRequest, Code: "bad_request", Message: msg}
+}
+
+func errValidation(fields map[string]string) *APIError {
+	return &APIError{Status: http.StatusUnprocessableEntity, Code: "validation_failed",
+		Message: "the request has invalid fields", Fields: fields}
+}
+
+func errNotFound(what string) *APIError {
+	return &APIError{Status: http.StatusNotFound, Code: "not_found", Message: what + " not found"}
+}
+
+func errConflict(msg string) *APIError {
+	return &APIError{Status: http.StatusConflict, Code: "conflict", Message: msg}
+}
+
+func errUnauthorized(msg string) *APIError {
+	return &APIError{Status: http.StatusUnauthorized, Code: "unauthorized", Message: msg}
+}
+
+func errTooLarge(limit int64) *APIError {
+	return &APIError{Status: http.StatusRequestEntityTooLarge, Code: "payload_too_large",
+		Message: fmt.Sprintf("request body exceeds %d bytes", limit)}
+}
+
+func errInternal(what string, cause any) *APIError {
+	return &APIError{Status: http.StatusInternalServerError, Code: "internal",
+		Message: "internal server error", cause: fmt.Errorf("%s: %v", what, cause)}
+}
+
+// toAPIError maps any error to the response it deserves. Unknown errors are
+// 500s whose detail is logged, never sent.
+func toAPIError(err error) *APIError {
+	var ae *APIError
+	var fe tasks.FieldErrors
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &ae):
+		return ae
+	case errors.As(err, &fe):
+		return errValidation(fe)
+	case errors.Is(err, queue.ErrNotFound):
+		return errNotFound("task")
+	case errors.Is(err, queue.ErrConflict):
+		return errConflict("a task with this ID already exists")
+	case errors.Is(err, queue.ErrNotRunnable):
+		return errConflict(err.Error())
+	case errors.Is(err, store.ErrNotFound):
+		return errNotFound("resource")
+	case errors.Is(err, store.ErrConflict):
+		return errConflict("resource already exists")
+	case errors.As(err, &he):
+		code := map[int]string{
+			http.StatusNotFound:         "not_found",
+			http.StatusMethodNotAllowed: "method_not_allowed",
+			http.StatusUnauthorized:     "unauthorized",
+			http.StatusForbidden:        "forbidden",
+		}[he.Code]
+		if code == "" {
+			code = strings.ToLower(strings.ReplaceAll(http.StatusText(he.Code), " ", "_"))
+		}
+		return &APIError{Status: he.Code, Code: code, Message: fmt.Sprint(he.Message), cause: he.Internal}
+	default:
+		return &APIError{Status: http.StatusInternalServerError, Code: "internal",
+			Message: "internal server error", cause: err}
+	}
+}
+
+func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
+	return func(err error, c echo.Context) {
+		if c.Response().Committed {
+			return
+		}
+		ae := toAPIError(err)
+		if ae.Status >= 500 {
+			log.ErrorContext(c.Request().Context(), "request failed",
+				"request_id", RequestID(c), "route", c.Path(), "err", err)
+		}
+		_ = c.JSON(ae.Status, map[string]*APIError{"error": ae})
+	}
+}
+
+// bind decodes the JSON body into dst strictly: malformed JSON is 400,
+// unknown fields and wrong types are 422 naming the field, an oversized
+// body is 413.
+func bind(c echo.Context, dst any) error {
+	req := c.Request()
+	if ct := req.Header.Get(echo.HeaderContentType); ct != "" && !strings.HasPrefix(ct, echo.MIMEApplicationJSON) {
+		return &APIError{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type",
+			Message: "send the body as application/json"}
+	}
+	dec := json.NewDecoder(req.Body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(dst)
+	if err == nil {
+		if _, extra := dec.Token(); !errors.Is(extra, io.EOF) {
+			return errBadRequest("the body must hold exactly one JSON object")
+		}
+		return nil
+	}
+	var maxErr *http.MaxBytesError
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &maxErr):
+		return errTooLarge(maxErr.Limit)
+	case errors.Is(err, io.EOF):
+		return errBadRequest("the request body is empty; send a JSON object")
+	case errors.As(err, &syntaxErr), errors.Is(err, io.ErrUnexpectedEOF):
+		return errBadRequest("malformed JSON: " + err.Error())
+	case errors.As(err, &typeErr):
+		if typeErr.Field == "" {
+			return errBadRequest("the body must be a JSON object")
+		}
+		return errValidation(map[string]string{typeErr.Field: fmt.Sprintf("must be of type %s, not %s", jsonKind(typeErr.Type.String()), typeErr.Value)})
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return errValidation(map[string]string{name: "unknown field"})
+	default:
+		return errBadRequest("malformed JSON: " + err.Error())
+	}
+}
+
+// jsonKind names Go types the way a JSON caller thinks of them.
+func jsonKind(goType string) string {
+	switch strings.TrimPrefix(goType, "*") {
+	case "int", "int64", "int32", "uint", "uint64":
+		return "integer"
+	case "float64", "float32":
+		return "number"
+	case "string":
+		return "string"
+	case "bool":
+		return "boolean"
+	case "json.RawMessage":
+		return "JSON value"
+	}
+	if strings.HasPrefix(goType, "[]") {
+		return "array"
+	}
+	return "object"
+}

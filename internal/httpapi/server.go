@@ -1,0 +1,137 @@
+// Package httpapi is Conveyor's HTTP API, built on Echo v4: routes (all in
+// routes.go), handlers, middleware and the single error handler that turns
+// every failure into {"error":{"code","message","fields"}}.
+package httpapi
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/labstack/echo/v4"
+
+	"github.com/conveyor-run/conveyor/internal/queue"
+)
+
+// Options configure the server.
+type Options struct {
+	APIToken  string // bearer token for the task endpoints
+	BodyLimit int64  // bytes
+	// CancelWait bounds how long DELETE /tasks/{id} waits for an active
+	// task's handler to stop.
+	CancelWait time.Duration
+}
+
+// Deps are the server's collaborators, built once in cmd/api.
+type Deps struct {
+	Log   *slog.Logger
+	DB    *sqlx.DB
+	Queue *queue.Client
+}
+
+// NewServer builds the Echo instance with its middleware and routes.
+func NewServer(opts Options, d Deps) http.Handler {
+	if opts.CancelWait == 0 {
+		opts.CancelWait = 5 * time.Second
+	}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = errorHandler(d.Log)
+	e.Use(requestID, accessLog(d.Log), recoverPanics, bodyLimit(opts.BodyLimit))
+	addRoutes(e, opts, d)
+	return e
+}
+
+const ctxRequestID = "request_id"
+
+var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._\-]{1,128}$`)
+
+// requestID takes a well-formed incoming X-Request-ID or makes one, sets it
+// on the response and keeps it for logs and for the tasks the request enqueues.
+func requestID(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		rid := c.Request().Header.Get(echo.HeaderXRequestID)
+		if !validRequestID.MatchString(rid) {
+			var b [12]byte
+			_, _ = rand.Read(b[:])
+			rid = hex.EncodeToString(b[:])
+		}
+		c.Set(ctxRequestID, rid)
+		c.Response().Header().Set(echo.HeaderXRequestID, rid)
+		return next(c)
+	}
+}
+
+// RequestID returns the request's ID.
+func RequestID(c echo.Context) string {
+	s, _ := c.Get(ctxRequestID).(string)
+	return s
+}
+
+func accessLog(log *slog.Logger) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			start := time.Now()
+			err := next(c)
+			if err != nil {
+				c.Error(err) // writes the response so the status below is final
+			}
+			status := c.Response().Status
+			lvl := slog.LevelInfo
+			if status >= 500 {
+				lvl = slog.LevelError
+			}
+			log.LogAttrs(c.Request().Context(), lvl, "http request",
+				slog.String("request_id", RequestID(c)),
+				slog.String("method", c.Request().Method),
+				slog.String("route", c.Path()),
+				slog.String("path", c.Request().URL.Path),
+				slog.Int("status", status),
+				slog.Duration("duration", time.Since(start)),
+				slog.String("remote_ip", c.RealIP()),
+			)
+			return nil
+		}
+	}
+}
+
+func recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				err = errInternal("panic", p)
+			}
+		}()
+		return next(c)
+	}
+}
+
+// bodyLimit refuses bodies over limit bytes with 413, whether or not the
+// client declared a Content-Length.
+func bodyLimit(limit int64) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			req := c.Request()
+			if req.ContentLength > limit {
+				return errTooLarge(limit)
+			}
+			req.Body = http.MaxBytesReader(c.Response(), req.Body, limit)
+			return next(c)
+		}
+	}
+}
+
+// healthCheck pings a dependency within a short timeout.
+func healthCheck(ctx context.Context, f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return f(ctx)
+}

@@ -1,0 +1,115 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/conveyor-run/conveyor/internal/queue"
+)
+
+// handleTaskCreate enqueues any registered task type (POST /api/v1/tasks).
+func handleTaskCreate(q *queue.Client) echo.HandlerFunc {
+	type request struct {
+		Type      string          `json:"type"`
+		Payload   json.RawMessage `json:"payload"`
+		Queue     string          `json:"queue"`
+		MaxRetry  *int            `json:"max_retry"`
+		Countdown *int64          `json:"countdown"`
+		ETA       string          `json:"eta"`
+		Timeout   *int64          `json:"timeout"`
+		UniqueFor *int64          `json:"unique_for"`
+		TaskID    string          `json:"task_id"`
+	}
+	type response struct {
+		ID    string `json:"id"`
+		Type  string `json:"type"`
+		Queue string `json:"queue"`
+		State string `json:"state"`
+	}
+	return func(c echo.Context) error {
+		var req request
+		if err := bind(c, &req); err != nil {
+			return err
+		}
+		fields := map[string]string{}
+		if strings.TrimSpace(req.Type) == "" {
+			fields["type"] = "is required"
+		}
+		var eta *time.Time
+		if req.ETA != "" {
+			t, err := time.Parse(time.RFC3339, req.ETA)
+			if err != nil {
+				fields["eta"] = "must be an RFC 3339 time such as 2026-01-02T15:04:05Z"
+			} else {
+				eta = &t
+			}
+		}
+		if len(fields) > 0 {
+			return errValidation(fields)
+		}
+		info, err := q.Enqueue(c.Request().Context(), queue.Request{
+			Type: req.Type, Payload: req.Payload, Queue: req.Queue, MaxRetry: req.MaxRetry,
+			Countdown: req.Countdown, ETA: eta, Timeout: req.Timeout, UniqueFor: req.UniqueFor,
+			TaskID: req.TaskID, RequestID: RequestID(c),
+		})
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusAccepted, response{ID: info.ID, Type: info.Type, Queue: info.Queue, State: info.State})
+	}
+}
+
+// handleTaskGet shows a task's state and result (GET /api/v1/tasks/{id}).
+func handleTaskGet(q *queue.Client) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		info, err := q.GetTask(c.Request().Context(), c.Param("id"), c.QueryParam("queue"))
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, info)
+	}
+}
+
+// handleTaskCancel cancels an active task or deletes a waiting one
+// (DELETE /api/v1/tasks/{id}).
+func handleTaskCancel(q *queue.Client, wait time.Duration) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id := c.Param("id")
+		action, err := q.Cancel(c.Request().Context(), id, c.QueryParam("queue"), wait)
+		if err != nil {
+			return err
+		}
+		status := http.StatusOK
+		if action == "cancel_requested" {
+			status = http.StatusAccepted
+		}
+		return c.JSON(status, map[string]string{"id": id, "result": action})
+	}
+}
+
+// handleTaskRun runs a scheduled, retry or archived task now
+// (POST /api/v1/tasks/{id}/run).
+func handleTaskRun(q *queue.Client) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		info, err := q.RunNow(c.Request().Context(), c.Param("id"), c.QueryParam("queue"))
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, info)
+	}
+}
+
+// handleQueueList shows per-queue counters (GET /api/v1/queues).
+func handleQueueList(q *queue.Client) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		stats, err := q.Queues(c.Request().Context())
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, map[string]any{"queues": stats})
+	}
+}

@@ -1,0 +1,108 @@
+// Package mail renders the emails Conveyor sends and delivers them.
+//
+// Templates are embedded in the binary (text and HTML bodies per message).
+// Two Mailers exist: SMTP for real delivery (SMTP_URL) and Log, the dev mailer
+// that writes each message to the log instead of sending it. Send reports
+// whether a failure is permanent (the server rejected the message: retrying
+// cannot help) so task handlers can archive instead of retrying.
+package mail
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	htmltemplate "html/template"
+	"log/slog"
+	texttemplate "text/template"
+)
+
+//go:embed templates/*
+var templateFS embed.FS
+
+// Message is one rendered email.
+type Message struct {
+	To      string
+	Subject string
+	Text    string
+	HTML    string
+}
+
+// Mailer delivers messages.
+type Mailer interface {
+	Send(ctx context.Context, m Message) error
+}
+
+// PermanentError wraps a failure that a retry cannot fix (for example a 5xx
+// SMTP reply rejecting the recipient). Reply is the server's answer.
+type PermanentError struct{ Reply string }
+
+func (e *PermanentError) Error() string { return "permanent delivery failure: " + e.Reply }
+
+// IsPermanent reports whether err is a PermanentError.
+func IsPermanent(err error) bool {
+	var p *PermanentError
+	return errors.As(err, &p)
+}
+
+// Template names.
+const (
+	TemplateWelcome           = "welcome"
+	TemplateOrderConfirmation = "order_confirmation"
+)
+
+// Templates renders the embedded templates.
+type Templates struct {
+	text *texttemplate.Template
+	html *htmltemplate.Template
+}
+
+// LoadTemplates parses the embedded templates; it fails only if a template in
+// the binary is broken, which tests catch.
+func LoadTemplates() (*Templates, error) {
+	funcs := map[string]any{"cents": formatCents}
+	t, err := texttemplate.New("").Funcs(funcs).ParseFS(templateFS, "templates/*.txt")
+	if err != nil {
+		return nil, fmt.Errorf("parse text templates: %w", err)
+	}
+	h, err := htmltemplate.New("").Funcs(funcs).ParseFS(templateFS, "templates/*.html")
+	if err != nil {
+		return nil, fmt.Errorf("parse html templates: %w", err)
+	}
+	return &Templates{text: t, html: h}, nil
+}
+
+// Render builds the message for template name. Each template defines
+// "subject" and the body; data is the template's input.
+func (t *Templates) Render(name, to string, data any) (Message, error) {
+	var subj, text, html bytes.Buffer
+	if err := t.text.ExecuteTemplate(&subj, name+".subject", data); err != nil {
+		return Message{}, fmt.Errorf("render %s subject: %w", name, err)
+	}
+	if err := t.text.ExecuteTemplate(&text, name+".txt", data); err != nil {
+		return Message{}, fmt.Errorf("render %s text: %w", name, err)
+	}
+	if err := t.html.ExecuteTemplate(&html, name+".html", data); err != nil {
+		return Message{}, fmt.Errorf("render %s html: %w", name, err)
+	}
+	return Message{To: to, Subject: subj.String(), Text: text.String(), HTML: html.String()}, nil
+}
+
+// Log is the dev mailer: it logs each message and sends nothing.
+type Log struct{ Logger *slog.Logger }
+
+// Send logs m.
+func (l Log) Send(ctx context.Context, m Message) error {
+	l.Logger.InfoContext(ctx, "email (dev mailer, not sent)", "to", m.To, "subject", m.Subject, "body", m.Text)
+	return nil
+}
+
+// formatCents renders 1234 as "12.34".
+func formatCents(c int64) string {
+	sign := ""
+	if c < 0 {
+		sign, c = "-", -c
+	}
+	return fmt.Sprintf("%s%d.%02d", sign, c/100, c%100)
+}

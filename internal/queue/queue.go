@@ -1,0 +1,230 @@
+// Package queue is the producers' side of asynq: it validates and enqueues
+// tasks from the tasks registry, looks tasks up across queues, cancels and
+// re-runs them, and reports queue statistics. The API talks to Redis only
+// through this package, in plain Go types, so asynq stays out of httpapi.
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/conveyor-run/conveyor/tasks"
+)
+
+// Sentinel errors.
+var (
+	ErrNotFound = errors.New("task not found")
+	ErrConflict = errors.New("a task with this ID already exists")
+	// ErrNotRunnable: the task is pending or active, so "run now" has no meaning.
+	ErrNotRunnable = errors.New("task is not scheduled, retrying or archived")
+)
+
+// ParseRedisURL parses REDIS_URL in any form asynq accepts.
+func ParseRedisURL(url string) (asynq.RedisConnOpt, error) {
+	opt, err := asynq.ParseRedisURI(url)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	return opt, nil
+}
+
+// Client enqueues and inspects tasks.
+type Client struct {
+	rdb    redis.UniversalClient
+	client *asynq.Client
+	insp   *asynq.Inspector
+	reg    *tasks.Registry
+	queues map[string]int
+}
+
+// NewClient connects to Redis at redisURL. queues are the queue names workers
+// serve (WORKER_QUEUES); enqueueing to any other queue is refused, since no
+// worker would ever run the task.
+func NewClient(redisURL string, reg *tasks.Registry, queues map[string]int) (*Client, error) {
+	opt, err := ParseRedisURL(redisURL)
+	if err != nil {
+		return nil, err
+	}
+	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return nil, fmt.Errorf("REDIS_URL: unsupported connection type %T", opt)
+	}
+	return &Client{
+		rdb:    rdb,
+		client: asynq.NewClientFromRedisClient(rdb),
+		insp:   asynq.NewInspectorFromRedisClient(rdb),
+		reg:    reg,
+		queues: queues,
+	}, nil
+}
+
+// Close releases the Redis connections.
+func (c *Client) Close() error { return c.rdb.Close() }
+
+// Redis returns the underlying connection (shared with the scheduler lease
+// and health checks).
+func (c *Client) Redis() redis.UniversalClient { return c.rdb }
+
+// Ping checks Redis.
+func (c *Client) Ping(ctx context.Context) error { return c.rdb.Ping(ctx).Err() }
+
+// Request is a generic enqueue request as the API receives it. Pointer fields
+// are optional; nil means the task type's default.
+type Request struct {
+	Type      string
+	Payload   json.RawMessage
+	Queue     string
+	MaxRetry  *int
+	Countdown *int64 // seconds
+	ETA       *time.Time
+	Timeout   *int64 // seconds
+	UniqueFor *int64 // seconds
+	TaskID    string
+	RequestID string
+}
+
+var validID = regexp.MustCompile(`^[A-Za-z0-9_.:\-]{1,200}$`)
+
+// Enqueue validates r against the registry and enqueues it. Errors:
+// tasks.ErrUnknownType, tasks.FieldErrors (field names: "type", "payload.<f>",
+// "queue", "max_retry", …), ErrConflict (task_id in use or unique_for lock
+// held), or a Redis error.
+func (c *Client) Enqueue(ctx context.Context, r Request) (TaskInfo, error) {
+	typ, ok := c.reg.Lookup(r.Type)
+	if !ok {
+		return TaskInfo{}, tasks.FieldErrors{"type": fmt.Sprintf("unknown task type %q", r.Type)}
+	}
+	p, err := c.reg.Decode(r.Type, r.Payload)
+	if err != nil {
+		var fe tasks.FieldErrors
+		if errors.As(err, &fe) {
+			prefixed := tasks.FieldErrors{}
+			for k, v := range fe {
+				if k == "payload" {
+					prefixed[k] = v
+				} else {
+					prefixed["payload."+k] = v
+				}
+			}
+			return TaskInfo{}, prefixed
+		}
+		return TaskInfo{}, err
+	}
+	opts, err := c.options(r, typ)
+	if err != nil {
+		return TaskInfo{}, err
+	}
+	var headers map[string]string
+	if r.RequestID != "" {
+		headers = map[string]string{tasks.HeaderRequestID: r.RequestID}
+	}
+	t, err := tasks.NewWithHeaders(p, headers, opts...)
+	if err != nil {
+		return TaskInfo{}, err
+	}
+	return c.enqueue(ctx, t)
+}
+
+// EnqueueTask enqueues a task built with tasks.New (outbox relay, scheduler).
+func (c *Client) EnqueueTask(ctx context.Context, t *asynq.Task, opts ...asynq.Option) (TaskInfo, error) {
+	return c.enqueue(ctx, t, opts...)
+}
+
+func (c *Client) enqueue(ctx context.Context, t *asynq.Task, opts ...asynq.Option) (TaskInfo, error) {
+	info, err := c.client.EnqueueContext(ctx, t, opts...)
+	if errors.Is(err, asynq.ErrTaskIDConflict) || errors.Is(err, asynq.ErrDuplicateTask) {
+		return TaskInfo{}, fmt.Errorf("enqueue %s: %w", t.Type(), ErrConflict)
+	}
+	if err != nil {
+		return TaskInfo{}, fmt.Errorf("enqueue %s: %w", t.Type(), err)
+	}
+	return fromInfo(info), nil
+}
+
+// options turns the request's optional fields into asynq options, naming the
+// field of the first problem.
+func (c *Client) options(r Request, typ tasks.Type) ([]asynq.Option, error) {
+	bad := tasks.FieldErrors{}
+	var opts []asynq.Option
+	if r.Queue != "" {
+		if _, ok := c.queues[r.Queue]; !ok {
+			bad["queue"] = fmt.Sprintf("queue %q is not served by the workers (WORKER_QUEUES: %v)", r.Queue, sortedKeys(c.queues))
+		} else {
+			opts = append(opts, asynq.Queue(r.Queue))
+		}
+	} else if _, ok := c.queues[typ.Opts.Queue]; !ok {
+		bad["queue"] = fmt.Sprintf("the default queue %q of %s is not served by the workers (WORKER_QUEUES)", typ.Opts.Queue, typ.Name)
+	}
+	if r.MaxRetry != nil {
+		if *r.MaxRetry < 0 || *r.MaxRetry > 100 {
+			bad["max_retry"] = "must be between 0 and 100"
+		} else {
+			opts = append(opts, asynq.MaxRetry(*r.MaxRetry))
+		}
+	}
+	if r.Countdown != nil && r.ETA != nil {
+		bad["eta"] = "give either countdown or eta, not both"
+	}
+	if r.Countdown != nil {
+		if *r.Countdown < 0 || *r.Countdown > 365*24*3600 {
+			bad["countdown"] = "must be between 0 and 31536000 seconds"
+		} else if *r.Countdown > 0 {
+			opts = append(opts, asynq.ProcessIn(time.Duration(*r.Countdown)*time.Second))
+		}
+	}
+	if r.ETA != nil && r.Countdown == nil {
+		if r.ETA.After(time.Now().Add(365 * 24 * time.Hour)) {
+			bad["eta"] = "must be within a year"
+		} else {
+			opts = append(opts, asynq.ProcessAt(*r.ETA))
+		}
+	}
+	if r.Timeout != nil {
+		if *r.Timeout < 1 || *r.Timeout > 24*3600 {
+			bad["timeout"] = "must be between 1 and 86400 seconds"
+		} else {
+			opts = append(opts, asynq.Timeout(time.Duration(*r.Timeout)*time.Second))
+		}
+	}
+	if r.UniqueFor != nil {
+		if *r.UniqueFor < 1 || *r.UniqueFor > 7*24*3600 {
+			bad["unique_for"] = "must be between 1 and 604800 seconds"
+		} else {
+			opts = append(opts, asynq.Unique(time.Duration(*r.UniqueFor)*time.Second))
+		}
+	}
+	if r.TaskID != "" {
+		if !validID.MatchString(r.TaskID) {
+			bad["task_id"] = "must be 1-200 characters of letters, digits and _.:-"
+		} else {
+			opts = append(opts, asynq.TaskID(r.TaskID))
+		}
+	}
+	if len(bad) > 0 {
+		return nil, bad
+	}
+	return opts, nil
+}
+
+func sortedKeys(m map[string]int) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func sortedStrings(s []string) []string {
+	out := append([]string(nil), s...)
+	sort.Strings(out)
+	return out
+}

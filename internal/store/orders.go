@@ -1,0 +1,110 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Order statuses. An order moves pending → processing → completed, or ends
+// failed once its processing task has exhausted its retries.
+const (
+	OrderPending    = "pending"
+	OrderProcessing = "processing"
+	OrderCompleted  = "completed"
+	OrderFailed     = "failed"
+)
+
+// OrderItem is one line of an order.
+type OrderItem struct {
+	SKU            string `json:"sku"`
+	Quantity       int64  `json:"quantity"`
+	UnitPriceCents int64  `json:"unit_price_cents"`
+}
+
+// Order is a row of orders.
+type Order struct {
+	ID          int64           `db:"id" json:"id"`
+	UserID      int64           `db:"user_id" json:"user_id"`
+	Status      string          `db:"status" json:"status"`
+	TotalCents  int64           `db:"total_cents" json:"total_cents"`
+	Currency    string          `db:"currency" json:"currency"`
+	ItemsJSON   json.RawMessage `db:"items" json:"items"`
+	CreatedAt   time.Time       `db:"created_at" json:"created_at"`
+	UpdatedAt   time.Time       `db:"updated_at" json:"updated_at"`
+	ProcessedAt *time.Time      `db:"processed_at" json:"processed_at"`
+}
+
+// Items decodes the order's items.
+func (o Order) Items() ([]OrderItem, error) {
+	var items []OrderItem
+	if err := json.Unmarshal(o.ItemsJSON, &items); err != nil {
+		return nil, fmt.Errorf("order %d items: %w", o.ID, err)
+	}
+	return items, nil
+}
+
+// Orders is the orders repository.
+type Orders struct{ q Querier }
+
+// NewOrders returns a repository over q.
+func NewOrders(q Querier) *Orders { return &Orders{q: q} }
+
+const orderCols = `id, user_id, status, total_cents, currency, items, created_at, updated_at, processed_at`
+
+// Create inserts a pending order for userID with items, computing the total,
+// and returns the stored row.
+func (r *Orders) Create(ctx context.Context, userID int64, currency string, items []OrderItem) (Order, error) {
+	var total int64
+	for _, it := range items {
+		total += it.Quantity * it.UnitPriceCents
+	}
+	raw, err := json.Marshal(items)
+	if err != nil {
+		return Order{}, fmt.Errorf("encode items: %w", err)
+	}
+	var o Order
+	err = r.q.GetContext(ctx, &o,
+		`INSERT INTO orders (user_id, status, total_cents, currency, items)
+		 VALUES ($1, 'pending', $2, $3, $4) RETURNING `+orderCols,
+		userID, total, currency, raw)
+	return o, mapErr(err, "create order")
+}
+
+// Get returns the order with id.
+func (r *Orders) Get(ctx context.Context, id int64) (Order, error) {
+	var o Order
+	err := r.q.GetContext(ctx, &o, `SELECT `+orderCols+` FROM orders WHERE id = $1`, id)
+	return o, mapErr(err, fmt.Sprintf("get order %d", id))
+}
+
+// Transition moves order id to status `to` if its current status is one of
+// `from`, and returns the row as it is afterwards. If the status was not one
+// of from, nothing changes and the current row is returned with changed=false,
+// which is how handlers stay idempotent.
+func (r *Orders) Transition(ctx context.Context, id int64, to string, from ...string) (o Order, changed bool, err error) {
+	q := `UPDATE orders SET status = $2, updated_at = now(),
+	        processed_at = CASE WHEN $2 IN ('completed', 'failed') THEN now() ELSE processed_at END
+	      WHERE id = $1 AND status = ANY($3) RETURNING ` + orderCols
+	err = r.q.GetContext(ctx, &o, q, id, to, pqStrings(from))
+	if err == nil {
+		return o, true, nil
+	}
+	if err = mapErr(err, fmt.Sprintf("order %d to %s", id, to)); !isNotFound(err) {
+		return Order{}, false, err
+	}
+	o, err = r.Get(ctx, id)
+	return o, false, err
+}
+
+// DeleteFinishedBefore deletes completed and failed orders last updated
+// before cutoff and returns how many it deleted.
+func (r *Orders) DeleteFinishedBefore(ctx context.Context, cutoff time.Time) (int64, error) {
+	res, err := r.q.ExecContext(ctx,
+		`DELETE FROM orders WHERE status IN ('completed', 'failed') AND updated_at < $1`, cutoff)
+	if err != nil {
+		return 0, mapErr(err, "delete finished orders")
+	}
+	return res.RowsAffected()
+}

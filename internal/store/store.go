@@ -1,0 +1,48 @@
+// Package store is the only place SQL lives. Each repository wraps a *sqlx.DB
+// (or a transaction, through the Querier interface) and returns plain structs
+// and the sentinel errors below; callers never see lib/pq types.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+)
+
+// Sentinel errors that callers branch on.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("conflict")
+)
+
+// Querier is what a repository needs: *sqlx.DB and *sqlx.Tx both satisfy it,
+// so the same methods run inside or outside a transaction.
+type Querier interface {
+	sqlx.ExtContext
+	GetContext(ctx context.Context, dest any, query string, args ...any) error
+	SelectContext(ctx context.Context, dest any, query string, args ...any) error
+}
+
+// mapErr turns driver errors into the package's sentinels, adding what.
+func mapErr(err error, what string) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	var pqErr *pq.Error
+	if errors.As(err, &pqErr) && pqErr.Code == "23505" { // unique_violation
+		return fmt.Errorf("%s: %w (%s)", what, ErrConflict, pqErr.Constraint)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
+
+// pqStrings adapts a string slice to a PostgreSQL text[] parameter.
+func pqStrings(s []string) any { return pq.Array(s) }

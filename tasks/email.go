@@ -1,0 +1,65 @@
+package tasks
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/conveyor-run/conveyor/internal/mail"
+	"github.com/conveyor-run/conveyor/internal/store"
+)
+
+// emailOpts are the defaults of the email tasks: Celery's classic
+// countdown = 60 * 2**retries with 3 retries, capped at an hour.
+func emailOpts() Opts {
+	return Opts{Queue: "critical", MaxRetry: 3, Timeout: time.Minute, Retention: 24 * time.Hour,
+		RetryBase: time.Minute, RetryCap: time.Hour}
+}
+
+// sendOnce renders template tmpl and sends it to `to` at most once per
+// dedup key, however often the task runs:
+//
+//   - the key is claimed in email_log before sending;
+//   - a key already "sent" (or permanently "failed") is a no-op;
+//   - a key left "sending" by an attempt that died mid-send is not resent,
+//     since the message may have left; the task is archived with a message
+//     naming the email_log row so an operator can decide;
+//   - a failure that certainly sent nothing releases the claim and retries;
+//   - a permanent SMTP rejection is recorded and archives the task with the
+//     server's reply as its last error.
+func sendOnce(ctx context.Context, d Deps, key, tmpl, to string, data any) error {
+	msg, err := d.Templates.Render(tmpl, to, data)
+	if err != nil {
+		return Permanent(err)
+	}
+	emails := store.NewEmailLog(d.DB)
+	claimed, existing, err := emails.Claim(ctx, store.EmailEntry{
+		DedupKey: key, Recipient: to, Template: tmpl, Subject: msg.Subject,
+	})
+	if err != nil {
+		return err
+	}
+	if !claimed {
+		switch existing.Status {
+		case store.EmailSending:
+			return Permanent(fmt.Errorf("email %s (email_log id %d) was being sent by an attempt that stopped; not resending to keep at-most-once delivery", key, existing.ID))
+		default:
+			d.Log.InfoContext(ctx, "email already handled, skipping", "dedup_key", key, "status", existing.Status)
+			return nil
+		}
+	}
+	if err := d.Mailer.Send(ctx, msg); err != nil {
+		if mail.IsPermanent(err) {
+			if mErr := emails.MarkFailed(context.WithoutCancel(ctx), key, err.Error()); mErr != nil {
+				return mErr
+			}
+			return Permanent(err)
+		}
+		if rErr := emails.Release(context.WithoutCancel(ctx), key); rErr != nil {
+			return fmt.Errorf("%w; releasing claim: %v", err, rErr)
+		}
+		return err
+	}
+	// The message has left: record it even if the task's context is done.
+	return emails.MarkSent(context.WithoutCancel(ctx), key)
+}

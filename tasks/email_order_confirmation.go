@@ -1,0 +1,63 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/conveyor-run/conveyor/internal/mail"
+	"github.com/conveyor-run/conveyor/internal/store"
+)
+
+// TypeEmailOrderConfirmation sends an order's confirmation email, once.
+const TypeEmailOrderConfirmation = "email:order_confirmation" // on the wire: never rename in place
+
+// EmailOrderConfirmationPayload is the payload of email:order_confirmation.
+type EmailOrderConfirmationPayload struct {
+	OrderID int64 `json:"order_id"`
+}
+
+// TypeName implements Payload.
+func (EmailOrderConfirmationPayload) TypeName() string { return TypeEmailOrderConfirmation }
+
+// Opts implements Payload.
+func (EmailOrderConfirmationPayload) Opts() Opts { return emailOpts() }
+
+// Validate implements Payload.
+func (p EmailOrderConfirmationPayload) Validate() error {
+	if p.OrderID <= 0 {
+		return FieldErrors{"order_id": "must be a positive integer"}
+	}
+	return nil
+}
+
+func handleEmailOrderConfirmation(d Deps) Handler[EmailOrderConfirmationPayload] {
+	return func(ctx context.Context, p EmailOrderConfirmationPayload) error {
+		o, err := store.NewOrders(d.DB).Get(ctx, p.OrderID)
+		if errors.Is(err, store.ErrNotFound) {
+			return Permanent(err)
+		}
+		if err != nil {
+			return fmt.Errorf("load order %d: %w", p.OrderID, err)
+		}
+		u, err := store.NewUsers(d.DB).Get(ctx, o.UserID)
+		if errors.Is(err, store.ErrNotFound) {
+			return Permanent(err)
+		}
+		if err != nil {
+			return fmt.Errorf("load user %d: %w", o.UserID, err)
+		}
+		items, err := o.Items()
+		if err != nil {
+			return Permanent(err)
+		}
+		data := struct {
+			Name  string
+			Order store.Order
+			Items []store.OrderItem
+		}{u.Name, o, items}
+		return sendOnce(ctx, d, "order_confirmation:"+strconv.FormatInt(o.ID, 10),
+			mail.TemplateOrderConfirmation, u.Email, data)
+	}
+}

@@ -1,0 +1,68 @@
+package tasks
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/conveyor-run/conveyor/internal/store"
+)
+
+// TypeMaintenanceCleanup deletes finished business data older than a maximum
+// age (CLEANUP_MAX_AGE by default) and reports how many rows it deleted.
+const TypeMaintenanceCleanup = "maintenance:cleanup" // on the wire: never rename in place
+
+// MaintenanceCleanupPayload is the payload of maintenance:cleanup.
+type MaintenanceCleanupPayload struct {
+	// MaxAgeHours overrides the worker's CLEANUP_MAX_AGE when positive.
+	MaxAgeHours int64 `json:"max_age_hours,omitempty"`
+}
+
+// TypeName implements Payload.
+func (MaintenanceCleanupPayload) TypeName() string { return TypeMaintenanceCleanup }
+
+// Opts implements Payload.
+func (MaintenanceCleanupPayload) Opts() Opts {
+	return Opts{Queue: "low", MaxRetry: 3, Timeout: 30 * time.Minute, Retention: 7 * 24 * time.Hour,
+		RetryBase: time.Minute, RetryCap: 30 * time.Minute}
+}
+
+// Validate implements Payload.
+func (p MaintenanceCleanupPayload) Validate() error {
+	if p.MaxAgeHours < 0 {
+		return FieldErrors{"max_age_hours": "must not be negative"}
+	}
+	return nil
+}
+
+// CleanupResult is the result of maintenance:cleanup: rows deleted per table.
+type CleanupResult struct {
+	Cutoff  time.Time        `json:"cutoff"`
+	Deleted map[string]int64 `json:"deleted"`
+}
+
+func handleMaintenanceCleanup(d Deps) Handler[MaintenanceCleanupPayload] {
+	return func(ctx context.Context, p MaintenanceCleanupPayload) error {
+		age := d.CleanupMaxAge
+		if p.MaxAgeHours > 0 {
+			age = time.Duration(p.MaxAgeHours) * time.Hour
+		}
+		res := CleanupResult{Cutoff: time.Now().Add(-age).UTC(), Deleted: map[string]int64{}}
+		steps := []struct {
+			table string
+			del   func(context.Context, time.Time) (int64, error)
+		}{
+			{"orders", store.NewOrders(d.DB).DeleteFinishedBefore},
+			{"email_log", store.NewEmailLog(d.DB).DeleteBefore},
+		}
+		for _, s := range steps {
+			n, err := s.del(ctx, res.Cutoff)
+			if err != nil {
+				return fmt.Errorf("cleanup %s: %w", s.table, err)
+			}
+			res.Deleted[s.table] = n
+		}
+		d.Log.InfoContext(ctx, "cleanup done", "cutoff", res.Cutoff, "deleted", res.Deleted)
+		return SetResult(ctx, res)
+	}
+}

@@ -1,0 +1,104 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/conveyor-run/conveyor/internal/mail"
+)
+
+// Deps are what handlers need; the worker builds them once in run().
+type Deps struct {
+	DB        *sqlx.DB
+	Mailer    mail.Mailer
+	Templates *mail.Templates
+	Log       *slog.Logger
+	// CleanupMaxAge is how old finished data must be before
+	// maintenance:cleanup deletes it.
+	CleanupMaxAge time.Duration
+}
+
+// Outcomes of one task attempt, as reported to an Observer.
+const (
+	OutcomeSucceeded = "succeeded"
+	OutcomeRetried   = "retried"  // failed; asynq will retry it
+	OutcomeArchived  = "archived" // failed for good
+)
+
+// Observer receives task events (the worker's Prometheus metrics).
+type Observer interface {
+	TaskStarted(taskType, queue string)
+	TaskFinished(taskType, queue, outcome string, d time.Duration)
+}
+
+// Mux dispatches tasks to the registry's handlers by exact type, logging one
+// line per attempt and reporting to an Observer. Unlike asynq.ServeMux it
+// never falls back to prefix matching.
+type Mux struct {
+	handlers map[string]asynq.Handler
+	log      *slog.Logger
+	obs      Observer
+}
+
+// NewMux builds handlers for every type in r. obs may be nil.
+func NewMux(r *Registry, d Deps, obs Observer) *Mux {
+	m := &Mux{handlers: make(map[string]asynq.Handler, len(r.types)), log: d.Log, obs: obs}
+	for name, t := range r.types {
+		m.handlers[name] = t.handler(d)
+	}
+	return m
+}
+
+// ProcessTask implements asynq.Handler.
+func (m *Mux) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	attempt := CurrentAttempt(ctx)
+	queue, _ := asynq.GetQueueName(ctx)
+	log := m.log.With("task_type", t.Type(), "task_id", attempt.TaskID, "queue", queue,
+		"attempt", attempt.Retried+1, "max_retry", attempt.MaxRetry)
+	if rid := t.Headers()[HeaderRequestID]; rid != "" {
+		log = log.With("request_id", rid)
+	}
+	if m.obs != nil {
+		m.obs.TaskStarted(t.Type(), queue)
+	}
+	start := time.Now()
+	err := m.dispatch(ctx, t)
+	elapsed := time.Since(start)
+
+	outcome := OutcomeSucceeded
+	switch {
+	case err == nil:
+		log.Info("task succeeded", "duration", elapsed)
+	case errors.Is(err, asynq.SkipRetry) || attempt.Last():
+		outcome = OutcomeArchived
+		log.Error("task failed, archived", "duration", elapsed, "err", err)
+	default:
+		outcome = OutcomeRetried
+		log.Warn("task failed, will retry", "duration", elapsed, "err", err)
+	}
+	if m.obs != nil {
+		m.obs.TaskFinished(t.Type(), queue, outcome, elapsed)
+	}
+	return err
+}
+
+func (m *Mux) dispatch(ctx context.Context, t *asynq.Task) (err error) {
+	h, ok := m.handlers[t.Type()]
+	if !ok {
+		// Retried, not archived: during a rolling deploy a newer producer may
+		// enqueue a type that only the next worker version knows.
+		return fmt.Errorf("%w %q: no handler in this worker", ErrUnknownType, t.Type())
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("handler panic: %v", p)
+		}
+	}()
+	return h.ProcessTask(ctx, t)
+}

@@ -1,0 +1,91 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/conveyor-run/conveyor/internal/store"
+)
+
+// TypeOrderProcess moves an order pending → processing → completed. It is
+// idempotent (a finished order is left alone) and marks the order failed
+// once its retries are exhausted or the order cannot be processed at all.
+const TypeOrderProcess = "order:process" // on the wire: never rename in place
+
+// OrderProcessPayload is the payload of order:process.
+type OrderProcessPayload struct {
+	OrderID int64 `json:"order_id"`
+}
+
+// TypeName implements Payload.
+func (OrderProcessPayload) TypeName() string { return TypeOrderProcess }
+
+// Opts implements Payload.
+func (OrderProcessPayload) Opts() Opts {
+	return Opts{Queue: "default", MaxRetry: 5, Timeout: 5 * time.Minute, Retention: 24 * time.Hour,
+		RetryBase: 10 * time.Second, RetryCap: 10 * time.Minute}
+}
+
+// Validate implements Payload.
+func (p OrderProcessPayload) Validate() error {
+	if p.OrderID <= 0 {
+		return FieldErrors{"order_id": "must be a positive integer"}
+	}
+	return nil
+}
+
+func handleOrderProcess(d Deps) Handler[OrderProcessPayload] {
+	return func(ctx context.Context, p OrderProcessPayload) error {
+		orders := store.NewOrders(d.DB)
+		err := processOrder(ctx, orders, p.OrderID)
+		if err != nil && !errors.Is(err, store.ErrNotFound) && (isPermanent(err) || CurrentAttempt(ctx).Last()) {
+			// Last chance: record the failure on the order itself.
+			if _, _, fErr := orders.Transition(context.WithoutCancel(ctx), p.OrderID, store.OrderFailed,
+				store.OrderPending, store.OrderProcessing); fErr != nil {
+				return errors.Join(err, fErr)
+			}
+		}
+		return err
+	}
+}
+
+func processOrder(ctx context.Context, orders *store.Orders, id int64) error {
+	o, changed, err := orders.Transition(ctx, id, store.OrderProcessing, store.OrderPending)
+	if errors.Is(err, store.ErrNotFound) {
+		return Permanent(err)
+	}
+	if err != nil {
+		return err
+	}
+	switch o.Status {
+	case store.OrderCompleted, store.OrderFailed:
+		return SetResult(ctx, map[string]any{"order_id": id, "status": o.Status, "already_done": true})
+	case store.OrderProcessing:
+		// Ours (changed) or left by an attempt that died: carry on either way.
+	default:
+		return fmt.Errorf("order %d in unexpected status %q (changed=%v)", id, o.Status, changed)
+	}
+
+	items, err := o.Items()
+	if err != nil {
+		return Permanent(err)
+	}
+	if len(items) == 0 {
+		return Permanent(fmt.Errorf("order %d has no items", id))
+	}
+	var total int64
+	for _, it := range items {
+		total += it.Quantity * it.UnitPriceCents
+	}
+	if total != o.TotalCents {
+		return Permanent(fmt.Errorf("order %d total %d does not match its items (%d)", id, o.TotalCents, total))
+	}
+
+	done, _, err := orders.Transition(ctx, id, store.OrderCompleted, store.OrderProcessing)
+	if err != nil {
+		return err
+	}
+	return SetResult(ctx, map[string]any{"order_id": id, "status": done.Status, "total_cents": done.TotalCents})
+}
