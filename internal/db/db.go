@@ -52,7 +52,10 @@ func Migrate(ctx context.Context, d *sql.DB) (applied int, err error) {
 	if err != nil {
 		return 0, fmt.Errorf("migration lock: %w", err)
 	}
-	p, err := goose.NewProvider(goose.DialectPostgres, d, Migrations(), goose.WithSessionLocker(locker))
+	p, err := goose.NewProvider(goose.DialectPostgres, d, Migrations(), goose.WithSessionLocker(locker),
+		// Features are developed in parallel with reserved version ranges; a
+		// database that already has a later one must still take an earlier one.
+		goose.WithAllowOutofOrder(true))
 	if err != nil {
 		return 0, fmt.Errorf("migrations: %w", err)
 	}
