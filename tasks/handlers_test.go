@@ -1,0 +1,205 @@
+package tasks_test
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/conveyor-run/conveyor/internal/mail"
+	"github.com/conveyor-run/conveyor/internal/store"
+	"github.com/conveyor-run/conveyor/internal/testenv"
+	"github.com/conveyor-run/conveyor/tasks"
+)
+
+// recordingMailer collects messages and can fail on demand. It stands in for
+// the SMTP server only here, in handler unit tests; SMTP itself is tested
+// against a real server in internal/mail.
+type recordingMailer struct {
+	mu   sync.Mutex
+	sent []mail.Message
+	fail error
+}
+
+func (m *recordingMailer) Send(_ context.Context, msg mail.Message) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return m.fail
+	}
+	m.sent = append(m.sent, msg)
+	return nil
+}
+
+type bundle struct {
+	mux    *tasks.Mux
+	mailer *recordingMailer
+	users  *store.Users
+	orders *store.Orders
+	emails *store.EmailLog
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	d, _ := testenv.DB(t)
+	tpl, err := mail.LoadTemplates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &recordingMailer{}
+	return &bundle{
+		mux:    tasks.NewMux(tasks.All(), tasks.Deps{DB: d, Mailer: m, Templates: tpl, Log: testenv.Logger(t)}, nil),
+		mailer: m, users: store.NewUsers(d), orders: store.NewOrders(d), emails: store.NewEmailLog(d),
+	}
+}
+
+func (b *bundle) run(t *testing.T, p tasks.Payload) error {
+	t.Helper()
+	task, err := tasks.New(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.mux.ProcessTask(context.Background(), task)
+}
+
+func TestWelcomeEmailSentOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	u := store.User{Email: "grace@example.com", Name: "Grace"}
+	if err := b.users.Create(context.Background(), &u); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ { // a retried or duplicated task
+		if err := b.run(t, tasks.EmailWelcomePayload{UserID: u.ID}); err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+	}
+	if len(b.mailer.sent) != 1 {
+		t.Fatalf("sent %d emails, want 1", len(b.mailer.sent))
+	}
+	msg := b.mailer.sent[0]
+	if msg.To != "grace@example.com" || !strings.Contains(msg.Subject, "Grace") || !strings.Contains(msg.HTML, "grace@example.com") {
+		t.Fatalf("message = %+v", msg)
+	}
+}
+
+func TestEmailTemporaryFailureRetriesPermanentArchives(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	u := store.User{Email: "x@example.com", Name: "X"}
+	if err := b.users.Create(ctx, &u); err != nil {
+		t.Fatal(err)
+	}
+	o, err := b.orders.Create(ctx, u.ID, "USD", []store.OrderItem{{SKU: "s", Quantity: 1, UnitPriceCents: 500}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	b.mailer.fail = errors.New("dial tcp: connection refused")
+	err = b.run(t, tasks.EmailOrderConfirmationPayload{OrderID: o.ID})
+	if err == nil || errors.Is(err, asynq.SkipRetry) {
+		t.Fatalf("temporary failure: err = %v, want a retryable error", err)
+	}
+	// The claim was released: the retry sends.
+	b.mailer.fail = nil
+	if err := b.run(t, tasks.EmailOrderConfirmationPayload{OrderID: o.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.mailer.sent) != 1 || !strings.Contains(b.mailer.sent[0].Text, "5.00 USD") {
+		t.Fatalf("sent = %+v", b.mailer.sent)
+	}
+
+	// A permanent rejection archives and is recorded.
+	o2, _ := b.orders.Create(ctx, u.ID, "USD", []store.OrderItem{{SKU: "s", Quantity: 1, UnitPriceCents: 1}})
+	b.mailer.fail = &mail.PermanentError{Reply: "550 5.1.1 no such user"}
+	err = b.run(t, tasks.EmailOrderConfirmationPayload{OrderID: o2.ID})
+	if !errors.Is(err, asynq.SkipRetry) || !strings.Contains(err.Error(), "550") {
+		t.Fatalf("permanent failure: err = %v", err)
+	}
+	e, _ := b.emails.Get(ctx, "order_confirmation:"+itoa(o2.ID))
+	if e.Status != "failed" || !strings.Contains(e.Error, "550") {
+		t.Fatalf("email_log = %+v", e)
+	}
+}
+
+func TestEmailLeftSendingIsNotResent(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	u := store.User{Email: "y@example.com", Name: "Y"}
+	if err := b.users.Create(ctx, &u); err != nil {
+		t.Fatal(err)
+	}
+	// An attempt that died mid-send leaves the claim behind.
+	if _, _, err := b.emails.Claim(ctx, store.EmailEntry{DedupKey: "welcome:" + itoa(u.ID), Recipient: u.Email, Template: "welcome", Subject: "s"}); err != nil {
+		t.Fatal(err)
+	}
+	err := b.run(t, tasks.EmailWelcomePayload{UserID: u.ID})
+	if !errors.Is(err, asynq.SkipRetry) || len(b.mailer.sent) != 0 {
+		t.Fatalf("err = %v, sent = %d; want archived and nothing sent", err, len(b.mailer.sent))
+	}
+}
+
+func TestOrderProcessRejectsInconsistentOrder(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	u := store.User{Email: "z@example.com", Name: "Z"}
+	if err := b.users.Create(ctx, &u); err != nil {
+		t.Fatal(err)
+	}
+	o, err := b.orders.Create(ctx, u.ID, "EUR", nil) // no items
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b.run(t, tasks.OrderProcessPayload{OrderID: o.ID})
+	if !errors.Is(err, asynq.SkipRetry) {
+		t.Fatalf("err = %v, want permanent", err)
+	}
+	got, _ := b.orders.Get(ctx, o.ID)
+	if got.Status != store.OrderFailed {
+		t.Fatalf("status = %s, want failed", got.Status)
+	}
+}
+
+func TestCleanupDeletesOnlyOldFinishedRows(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	u := store.User{Email: "c@example.com", Name: "C"}
+	if err := b.users.Create(ctx, &u); err != nil {
+		t.Fatal(err)
+	}
+	items := []store.OrderItem{{SKU: "s", Quantity: 1, UnitPriceCents: 1}}
+	done, _ := b.orders.Create(ctx, u.ID, "EUR", items)
+	pending, _ := b.orders.Create(ctx, u.ID, "EUR", items)
+	finished, _, err := b.orders.Transition(ctx, done.ID, store.OrderCompleted, store.OrderPending)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// max_age_hours is at least 1, so nothing fresh goes; the handler must
+	// still report per-table counts.
+	if err := b.run(t, tasks.MaintenanceCleanupPayload{MaxAgeHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []int64{done.ID, pending.ID} {
+		if _, err := b.orders.Get(ctx, id); err != nil {
+			t.Fatalf("fresh order %d deleted: %v", id, err)
+		}
+	}
+	n, err := b.orders.DeleteFinishedBefore(ctx, finished.UpdatedAt.Add(time.Millisecond))
+	if err != nil || n != 1 {
+		t.Fatalf("DeleteFinishedBefore = %d, %v; want the completed order only", n, err)
+	}
+	if _, err := b.orders.Get(ctx, pending.ID); err != nil {
+		t.Fatalf("pending order deleted: %v", err)
+	}
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
