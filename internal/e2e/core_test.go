@@ -303,3 +303,21 @@ func openDB(t *testing.T, url string) *sqlx.DB {
 	t.Cleanup(func() { db.Close() })
 	return db
 }
+
+func TestCancelActiveTask(t *testing.T) {
+	t.Parallel()
+	p := testenv.StartPlatform(t, testenv.PlatformOptions{})
+	task := enqueue(t, p, `{"type":"system:ping","payload":{"sleep_ms":60000}}`)
+	waitState(t, p, task.ID, "active", 30*time.Second)
+
+	var res struct{ ID, Result string }
+	status, raw := p.Do(http.MethodDelete, "/api/v1/tasks/"+task.ID, nil, &res)
+	if status != http.StatusOK || res.Result != "canceled" {
+		t.Fatalf("cancel: %d %s", status, raw)
+	}
+	// Canceled means gone: not retried, not archived.
+	time.Sleep(2 * time.Second)
+	if status, raw := p.Do(http.MethodGet, "/api/v1/tasks/"+task.ID, nil, nil); status != http.StatusNotFound {
+		t.Fatalf("after cancel: %d %s", status, raw)
+	}
+}
