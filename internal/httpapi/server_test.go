@@ -214,4 +214,3 @@ func TestReadyzNamesFailingDependency(t *testing.T) {
 		t.Fatalf("healthz must not depend on Redis: %d", rec.Code)
 	}
 }
-
