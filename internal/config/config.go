@@ -64,6 +64,10 @@ type Config struct {
 
 	// Scheduler.
 	SchedulesFile string
+	SchedulerID   string        // names this replica in the leader lease; default host-pid
+	LeaseTTL      time.Duration // leader lease TTL; a dead leader is replaced within it
+	SyncInterval  time.Duration // how often the scheduler re-reads the schedules table
+	CatchupWindow time.Duration // missed ticks younger than this are fired after a failover
 }
 
 // Defaults that appear in the README's configuration table.
@@ -119,6 +123,16 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 	c.TaskRetention = p.duration("TASK_RETENTION", 24*time.Hour, 0)
 
 	c.SchedulesFile = p.str("SCHEDULES_FILE", "")
+	c.SchedulerID = p.str("SCHEDULER_ID", "")
+	c.LeaseTTL = p.duration("SCHEDULER_LEASE_TTL", 15*time.Second, time.Second)
+	c.SyncInterval = p.duration("SCHEDULE_SYNC_INTERVAL", 10*time.Second, 100*time.Millisecond)
+	c.CatchupWindow = p.duration("SCHEDULER_CATCHUP_WINDOW", 5*time.Minute, 0)
+	if c.CatchupWindow > 7*24*time.Hour {
+		p.fail("SCHEDULER_CATCHUP_WINDOW", fmt.Errorf("%s must be at most 168h (7 days)", c.CatchupWindow))
+	}
+	if c.LeaseTTL > 10*time.Minute {
+		p.fail("SCHEDULER_LEASE_TTL", fmt.Errorf("%s must be at most 10m", c.LeaseTTL))
+	}
 
 	if len(p.errs) > 0 {
 		return Config{}, fmt.Errorf("config: %s", strings.Join(p.errs, "; "))

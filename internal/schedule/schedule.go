@@ -1,11 +1,17 @@
-// Package schedule is the beat: it turns cron entries into enqueued tasks.
+// Package schedule is the beat: it turns cron entries into enqueued tasks,
+// exactly once per tick, however many scheduler replicas run.
 //
-// Entries come from sources (the YAML file today; the database is a second
-// source). The engine computes each entry's ticks itself with robfig/cron's
-// parser rather than running cron.Cron, because every fire must know the
-// exact tick it belongs to: the task ID is schedule:<name>:<tick unix
-// seconds>, so however many times a tick is attempted (restarts, several
-// replicas) asynq accepts it once.
+// Entries come from two sources: the YAML file (read-only, reloaded on
+// SIGHUP) and the schedules table (edited through the API, synced every
+// SCHEDULE_SYNC_INTERVAL and on a PostgreSQL notification); see Syncer. The
+// engine computes each entry's ticks itself with robfig/cron's parser rather
+// than running cron.Cron, because every fire must know the exact tick it
+// belongs to: the task ID is schedule:<name>:<tick unix seconds>, so however
+// many times a tick is attempted (restarts, failover, two leaders for a
+// moment) asynq accepts it once. Only the holder of the Redis leader Lease
+// fires; the last fired tick of each schedule is kept in Redis so that a new
+// leader catches up the ticks it missed inside the catch-up window, and no
+// others.
 package schedule
 
 import (
@@ -18,13 +24,22 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/robfig/cron/v3"
 	"gopkg.in/yaml.v3"
 
+	"github.com/conveyor-run/conveyor/internal/store"
 	"github.com/conveyor-run/conveyor/tasks"
 )
 
-// Entry is one schedule.
+// Sources of entries.
+const (
+	SourceFile     = "file"
+	SourceDatabase = "database"
+)
+
+// Entry is one schedule. The exported fields are its definition; Compile
+// checks them and prepares the entry for firing.
 type Entry struct {
 	Name     string          `json:"name"`
 	Spec     string          `json:"spec"`
@@ -32,11 +47,40 @@ type Entry struct {
 	Payload  json.RawMessage `json:"payload,omitempty"`
 	Queue    string          `json:"queue,omitempty"`
 	Timezone string          `json:"timezone,omitempty"` // IANA name; empty means UTC
-	Source   string          `json:"source"`             // "file" or "database"
+	Source   string          `json:"source"`             // SourceFile or SourceDatabase
+	// Task options; zero values mean the task type's defaults.
+	MaxRetry *int          `json:"max_retry,omitempty"`
+	Timeout  time.Duration `json:"timeout,omitempty"`
+	// CatchupWindow overrides the engine's catch-up window when not nil.
+	CatchupWindow *time.Duration `json:"catchup_window,omitempty"`
+	// Enabled is false for a database entry that is kept but not fired.
+	Enabled bool `json:"enabled"`
+
+	// Since is when the current definition took effect (a database row's
+	// updated_at): no tick before it is fired or caught up.
+	Since time.Time `json:"-"`
+	// LastFired is the last fired tick as the database knows it (zero if
+	// none); the engine's Redis record takes precedence.
+	LastFired time.Time `json:"-"`
 
 	sched    cron.Schedule
 	loc      *time.Location
 	taskOpts tasks.Payload
+}
+
+// everySchedule is @every d aligned to the Unix epoch: its ticks are the
+// multiples of d, whatever time the scheduler started, so every replica
+// computes the same ticks (robfig/cron counts @every from the start).
+type everySchedule struct{ d time.Duration }
+
+func (s everySchedule) Next(t time.Time) time.Time {
+	d := int64(s.d / time.Second)
+	u := t.Unix()
+	n := u - u%d + d
+	if u < 0 && u%d != 0 {
+		n -= d
+	}
+	return time.Unix(n, 0).In(t.Location())
 }
 
 // parser accepts 5 fields, an optional leading seconds field, and
@@ -64,8 +108,19 @@ func (e *Entry) Compile(reg *tasks.Registry) error {
 		bad["spec"] = "set the time zone in the timezone field, not in the spec"
 	} else if s, err := parser.Parse(e.Spec); err != nil {
 		bad["spec"] = fmt.Sprintf("invalid cron spec %q: %v", e.Spec, err)
+	} else if every, ok := s.(cron.ConstantDelaySchedule); ok {
+		e.sched = everySchedule{d: max(every.Delay.Truncate(time.Second), time.Second)}
 	} else {
 		e.sched = s
+	}
+	if e.MaxRetry != nil && (*e.MaxRetry < 0 || *e.MaxRetry > 100) {
+		bad["max_retry"] = "must be between 0 and 100"
+	}
+	if e.Timeout != 0 && (e.Timeout < time.Second || e.Timeout > 24*time.Hour) {
+		bad["timeout"] = "must be between 1 second and 24 hours"
+	}
+	if e.CatchupWindow != nil && (*e.CatchupWindow < 0 || *e.CatchupWindow > 7*24*time.Hour) {
+		bad["catchup_window"] = "must be between 0 and 7 days"
 	}
 	if e.TaskType == "" {
 		bad["task_type"] = "is required"
@@ -75,7 +130,10 @@ func (e *Entry) Compile(reg *tasks.Registry) error {
 		var fe tasks.FieldErrors
 		if errors.As(err, &fe) {
 			for k, v := range fe {
-				bad["payload."+k] = v
+				if k != "payload" {
+					k = "payload." + k
+				}
+				bad[k] = v
 			}
 		} else {
 			bad["payload"] = err.Error()
@@ -89,8 +147,41 @@ func (e *Entry) Compile(reg *tasks.Registry) error {
 	return nil
 }
 
-// Next returns the first tick strictly after t.
+// Next returns the first tick strictly after t (zero if there is none).
 func (e *Entry) Next(t time.Time) time.Time { return e.sched.Next(t.In(e.loc)) }
+
+// Location is the entry's time zone (after Compile).
+func (e *Entry) Location() *time.Location { return e.loc }
+
+// options are the asynq options the entry adds to its type's defaults.
+func (e *Entry) options() []asynq.Option {
+	var opts []asynq.Option
+	if e.Queue != "" {
+		opts = append(opts, asynq.Queue(e.Queue))
+	}
+	if e.MaxRetry != nil {
+		opts = append(opts, asynq.MaxRetry(*e.MaxRetry))
+	}
+	if e.Timeout > 0 {
+		opts = append(opts, asynq.Timeout(e.Timeout))
+	}
+	return opts
+}
+
+// window is the entry's catch-up window given the engine's default.
+func (e *Entry) window(def time.Duration) time.Duration {
+	if e.CatchupWindow != nil {
+		return *e.CatchupWindow
+	}
+	return def
+}
+
+// fingerprint identifies the definition: entries with equal fingerprints
+// fire the same tasks at the same ticks.
+func (e *Entry) fingerprint() string {
+	b, _ := json.Marshal(e)
+	return string(b)
+}
 
 // Period estimates the interval between ticks around t (cron specs can be
 // irregular; the next gap is a good enough bound for retention).
@@ -106,7 +197,8 @@ func (e *Entry) TaskID(tick time.Time) string {
 
 // Retention is how long a fired task is kept after it completes, so a late
 // second attempt at the same tick still collides with it: twice the period,
-// at least minRetention, at most a week.
+// at least minRetention (which the engine keeps above its catch-up window),
+// at most a week.
 func (e *Entry) Retention(tick time.Time, minRetention time.Duration) time.Duration {
 	r := 2 * e.Period(tick)
 	r = max(r, minRetention)
@@ -122,6 +214,10 @@ type file struct {
 		Payload  map[string]any `yaml:"payload"`
 		Queue    string         `yaml:"queue"`
 		Timezone string         `yaml:"timezone"`
+		MaxRetry *int           `yaml:"max_retry"`
+		Timeout  time.Duration  `yaml:"timeout"`
+		// CatchupWindow overrides SCHEDULER_CATCHUP_WINDOW (e.g. 1h, 0s).
+		CatchupWindow *time.Duration `yaml:"catchup_window"`
 	} `yaml:"schedules"`
 }
 
@@ -150,7 +246,8 @@ func LoadFile(path string, reg *tasks.Registry) ([]*Entry, error) {
 			payload = nil
 		}
 		e := &Entry{Name: s.Name, Spec: s.Spec, TaskType: s.Task, Payload: payload,
-			Queue: s.Queue, Timezone: s.Timezone, Source: "file"}
+			Queue: s.Queue, Timezone: s.Timezone, Source: SourceFile, Enabled: true,
+			MaxRetry: s.MaxRetry, Timeout: s.Timeout, CatchupWindow: s.CatchupWindow}
 		if err := e.Compile(reg); err != nil {
 			return nil, fmt.Errorf("SCHEDULES_FILE %s: entry %d (%q): %w", path, i+1, s.Name, err)
 		}
@@ -163,3 +260,23 @@ func LoadFile(path string, reg *tasks.Registry) ([]*Entry, error) {
 	return entries, nil
 }
 
+// FromRow builds and compiles the entry of a schedules row. The error names
+// the bad fields (tasks.FieldErrors): a row written by hand may be anything.
+func FromRow(r store.Schedule, reg *tasks.Registry) (*Entry, error) {
+	e := &Entry{Name: r.Name, Spec: r.Spec, TaskType: r.TaskType, Payload: r.Payload, Queue: r.Queue,
+		Timezone: r.Timezone, Source: SourceDatabase, MaxRetry: r.MaxRetry, Enabled: r.Enabled, Since: r.UpdatedAt}
+	if r.TimeoutSeconds != nil {
+		e.Timeout = time.Duration(*r.TimeoutSeconds) * time.Second
+		if e.Timeout == 0 {
+			e.Timeout = -1 // an explicit 0 is invalid, not "the default"
+		}
+	}
+	if r.CatchupWindowSeconds != nil {
+		w := time.Duration(*r.CatchupWindowSeconds) * time.Second
+		e.CatchupWindow = &w
+	}
+	if r.LastFiredAt != nil {
+		e.LastFired = *r.LastFiredAt
+	}
+	return e, e.Compile(reg)
+}
