@@ -54,6 +54,8 @@ func handleMaintenanceCleanup(d Deps) Handler[MaintenanceCleanupPayload] {
 		}{
 			{"orders", store.NewOrders(d.DB).DeleteFinishedBefore},
 			{"email_log", store.NewEmailLog(d.DB).DeleteBefore},
+			{"outbox", store.NewOutbox(d.DB).DeleteSentBefore},             // sent rows only
+			{"idempotency_keys", store.NewIdempotency(d.DB).DeleteExpired}, // by their own expiry
 		}
 		for _, s := range steps {
 			n, err := s.del(ctx, res.Cutoff)

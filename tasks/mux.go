@@ -22,6 +22,9 @@ type Deps struct {
 	// CleanupMaxAge is how old finished data must be before
 	// maintenance:cleanup deletes it.
 	CleanupMaxAge time.Duration
+	// OrderProcessDelay is simulated fulfilment time in order:process
+	// (ORDER_PROCESS_DELAY; 0 in production).
+	OrderProcessDelay time.Duration
 }
 
 // Outcomes of one task attempt, as reported to an Observer.

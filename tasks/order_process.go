@@ -39,7 +39,7 @@ func (p OrderProcessPayload) Validate() error {
 func handleOrderProcess(d Deps) Handler[OrderProcessPayload] {
 	return func(ctx context.Context, p OrderProcessPayload) error {
 		orders := store.NewOrders(d.DB)
-		err := processOrder(ctx, orders, p.OrderID)
+		err := processOrder(ctx, orders, p.OrderID, d.OrderProcessDelay)
 		if err != nil && !errors.Is(err, store.ErrNotFound) && (isPermanent(err) || CurrentAttempt(ctx).Last()) {
 			// Last chance: record the failure on the order itself.
 			if _, _, fErr := orders.Transition(context.WithoutCancel(ctx), p.OrderID, store.OrderFailed,
@@ -51,7 +51,7 @@ func handleOrderProcess(d Deps) Handler[OrderProcessPayload] {
 	}
 }
 
-func processOrder(ctx context.Context, orders *store.Orders, id int64) error {
+func processOrder(ctx context.Context, orders *store.Orders, id int64, delay time.Duration) error {
 	o, changed, err := orders.Transition(ctx, id, store.OrderProcessing, store.OrderPending)
 	if errors.Is(err, store.ErrNotFound) {
 		return Permanent(err)
@@ -66,6 +66,14 @@ func processOrder(ctx context.Context, orders *store.Orders, id int64) error {
 		// Ours (changed) or left by an attempt that died: carry on either way.
 	default:
 		return fmt.Errorf("order %d in unexpected status %q (changed=%v)", id, o.Status, changed)
+	}
+
+	if delay > 0 { // simulated fulfilment (ORDER_PROCESS_DELAY)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
 	}
 
 	items, err := o.Items()

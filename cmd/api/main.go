@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/conveyor-run/conveyor/internal/auth"
 	"github.com/conveyor-run/conveyor/internal/config"
 	"github.com/conveyor-run/conveyor/internal/db"
 	"github.com/conveyor-run/conveyor/internal/httpapi"
@@ -31,15 +32,21 @@ func main() {
 	}
 }
 
-const usage = `usage: api [serve|migrate]
+const usage = `usage: api [serve|migrate|createuser|createkey]
 
-  serve    run the HTTP API (default)
-  migrate  apply database migrations and exit`
+  serve       run the HTTP API and the outbox relay (default)
+  migrate     apply database migrations and exit
+  createuser  --email E --name N [--admin] [--password-env VAR]: create a user
+              (the password is read from stdin unless --password-env names a variable)
+  createkey   --name NAME: create an API key (printed once; acts as admin)`
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cmd := "serve"
 	if len(args) > 1 {
 		cmd = args[1]
+	}
+	if cmd == "createuser" || cmd == "createkey" {
+		return runAdmin(ctx, cmd, args[2:], getenv, os.Stdin, stdout)
 	}
 	switch cmd {
 	case "serve", "migrate":
@@ -84,8 +91,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer q.Close()
 
-	handler := httpapi.NewServer(httpapi.Options{APIToken: cfg.APIToken, BodyLimit: cfg.BodyLimit},
-		httpapi.Deps{Log: log, DB: database, Queue: q})
+	secret := cfg.JWTSecret
+	if secret == nil {
+		secret = auth.RandomSecret(32)
+		log.Warn("DEV_MODE and no JWT_SECRET: using a random per-process secret; tokens end with the process and other replicas reject them")
+	}
+	tokens := auth.NewTokens(secret, cfg.JWTTTL)
+	limiter := auth.NewLimiter(cfg.LoginMaxFailures, cfg.LoginWindow)
+
+	handler := httpapi.NewServer(httpapi.Options{APIToken: cfg.APIToken, CORSAllowedOrigins: cfg.CORSAllowedOrigins, BodyLimit: cfg.BodyLimit},
+		httpapi.Deps{Log: log, DB: database, Queue: q, Tokens: tokens, Limiter: limiter})
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -98,6 +113,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		WriteTimeout:      2 * time.Minute, // long-polling task lookups stay within this
 		IdleTimeout:       2 * time.Minute,
 	}
+	// The outbox relay runs beside the server and stops after it (deferred
+	// before the database and Redis are closed).
+	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
+	relayDone := make(chan struct{})
+	go func() {
+		defer close(relayDone)
+		_ = queue.NewRelay(database, cfg.DatabaseURL, q, log, queue.RelayOptions{}).Run(relayCtx)
+	}()
+	defer func() { stopRelay(); <-relayDone }()
+
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("api listening", "addr", ln.Addr().String())

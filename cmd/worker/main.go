@@ -69,7 +69,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr 
 	metrics := observe.NewTaskMetrics(reg)
 	registry := tasks.All()
 	mux := tasks.NewMux(registry, tasks.Deps{
-		DB: database, Mailer: mailer, Templates: templates, Log: log, CleanupMaxAge: cfg.CleanupMaxAge,
+		DB: database, Mailer: mailer, Templates: templates, Log: log, CleanupMaxAge: cfg.CleanupMaxAge, OrderProcessDelay: cfg.OrderProcessDelay,
 	}, metrics)
 
 	var redisHealth atomic.Pointer[error] // asynq's last Redis health check, read by /healthz

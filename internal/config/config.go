@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -43,9 +44,20 @@ type Config struct {
 
 	// API.
 	HTTPAddr    string
-	APIToken    string
+	APIToken    string // optional bootstrap key for the admin endpoints
 	AutoMigrate bool
 	BodyLimit   int64 // bytes
+
+	// Product API: auth, CORS, login limits, outbox (api); simulated
+	// fulfilment time (worker).
+	JWTSecret          []byte // nil with DEV_MODE and no JWT_SECRET: the api makes a random one
+	JWTTTL             time.Duration
+	CORSAllowedOrigins []string
+	LoginMaxFailures   int
+	LoginWindow        time.Duration
+	// OrderProcessDelay is how long order:process simulates fulfilment
+	// (0 in production; tests use it to crash a worker mid-task).
+	OrderProcessDelay time.Duration
 
 	// Worker and scheduler side port for /metrics and /healthz.
 	MetricsAddr string
@@ -78,6 +90,7 @@ const (
 	DefaultQueues           = "critical=6,default=3,low=1"
 	DefaultBodyLimit        = 1 << 20
 	minTokenLen             = 16
+	minJWTSecretLen         = 32
 )
 
 // Load reads and validates the configuration for role. The error, if any,
@@ -96,13 +109,30 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 	c.AutoMigrate = p.boolean("AUTO_MIGRATE", false)
 	c.BodyLimit = p.bytes("BODY_LIMIT", DefaultBodyLimit)
 	if role == RoleAPI {
-		c.APIToken = p.required("API_TOKEN", func(v string) error {
+		c.APIToken = p.optional("API_TOKEN", func(v string) error {
 			if len(v) < minTokenLen {
 				return fmt.Errorf("must be at least %d characters", minTokenLen)
 			}
 			return nil
 		})
+		secret := p.optional("JWT_SECRET", func(v string) error {
+			if len(v) < minJWTSecretLen {
+				return fmt.Errorf("must be at least %d bytes (generate one with: openssl rand -hex 32)", minJWTSecretLen)
+			}
+			return nil
+		})
+		if secret == "" && !c.DevMode {
+			p.fail("JWT_SECRET", errors.New("is required (at least 32 bytes) unless DEV_MODE=true"))
+		}
+		if secret != "" {
+			c.JWTSecret = []byte(secret)
+		}
+		c.JWTTTL = p.duration("JWT_TTL", time.Hour, time.Minute)
+		c.CORSAllowedOrigins = p.origins("CORS_ALLOWED_ORIGINS")
+		c.LoginMaxFailures = p.intRange("LOGIN_MAX_FAILURES", 5, 1, 1000)
+		c.LoginWindow = p.duration("LOGIN_WINDOW", 15*time.Minute, time.Second)
 	}
+	c.OrderProcessDelay = p.duration("ORDER_PROCESS_DELAY", 0, 0)
 
 	switch role {
 	case RoleWorker:
@@ -361,6 +391,37 @@ func ValidateRedisURL(v string) error {
 		return fmt.Errorf("scheme %q is not redis://, rediss:// or redis-sentinel://", u.Scheme)
 	}
 	return nil
+}
+
+// origins parses CORS_ALLOWED_ORIGINS: a comma-separated list of origins
+// such as https://app.example.com, or "*" alone. Empty: no cross-origin access.
+func (p *parser) origins(name string) []string {
+	v := p.str(name, "")
+	if v == "" {
+		return nil
+	}
+	var out []string
+	for _, o := range strings.Split(v, ",") {
+		o = strings.TrimSpace(o)
+		if o == "" {
+			continue
+		}
+		if o == "*" {
+			out = append(out, o)
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			p.fail(name, fmt.Errorf("%q is not an origin such as https://app.example.com", o))
+			continue
+		}
+		out = append(out, u.Scheme+"://"+u.Host)
+	}
+	if len(out) > 1 && slices.Contains(out, "*") {
+		p.fail(name, errors.New(`"*" must stand alone`))
+	}
+	return out
 }
 
 func validateSMTPURL(v string) error {

@@ -17,6 +17,7 @@ func base() map[string]string {
 		"DATABASE_URL": "postgres://u:p@127.0.0.1:5432/db?sslmode=disable",
 		"REDIS_URL":    "redis://127.0.0.1:6379/0",
 		"API_TOKEN":    "0123456789abcdef0123",
+		"JWT_SECRET":   "0123456789abcdef0123456789abcdef",
 	}
 }
 
@@ -54,7 +55,10 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		{"redis scheme", config.RoleWorker, map[string]string{"REDIS_URL": "http://x:1"}, nil, "REDIS_URL: scheme"},
 		{"redis db", config.RoleWorker, map[string]string{"REDIS_URL": "redis://x:1/abc"}, nil, "REDIS_URL: database"},
 		{"sentinel without master", config.RoleWorker, map[string]string{"REDIS_URL": "redis-sentinel://a:1,b:2"}, nil, "REDIS_URL: needs ?master"},
-		{"api token missing", config.RoleAPI, nil, []string{"API_TOKEN"}, "API_TOKEN: is required"},
+		{"jwt secret missing", config.RoleAPI, nil, []string{"JWT_SECRET"}, "JWT_SECRET: is required"},
+		{"jwt secret short", config.RoleAPI, map[string]string{"JWT_SECRET": "too-short"}, nil, "JWT_SECRET: must be at least 32 bytes"},
+		{"cors origin", config.RoleAPI, map[string]string{"CORS_ALLOWED_ORIGINS": "app.example.com"}, nil, "CORS_ALLOWED_ORIGINS:"},
+		{"cors wildcard mixed", config.RoleAPI, map[string]string{"CORS_ALLOWED_ORIGINS": "*,https://a.example"}, nil, "CORS_ALLOWED_ORIGINS:"},
 		{"api token short", config.RoleAPI, map[string]string{"API_TOKEN": "short"}, nil, "API_TOKEN: must be at least"},
 		{"http addr", config.RoleAPI, map[string]string{"HTTP_ADDR": "8080"}, nil, "HTTP_ADDR:"},
 		{"concurrency", config.RoleWorker, map[string]string{"WORKER_CONCURRENCY": "zero"}, nil, "WORKER_CONCURRENCY:"},

@@ -2,27 +2,260 @@ package httpapi
 
 import (
 	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/labstack/echo/v4"
+
+	"github.com/conveyor-run/conveyor/internal/auth"
+	"github.com/conveyor-run/conveyor/internal/db"
+	"github.com/conveyor-run/conveyor/internal/store"
+	"github.com/conveyor-run/conveyor/tasks"
 )
 
-// requireToken admits requests carrying "Authorization: Bearer <token>".
-// The comparison is constant-time; an empty configured token admits nobody.
-func requireToken(token string) echo.MiddlewareFunc {
+// principal is who made a request: a user (by JWT) or a service (by API key
+// or the bootstrap API_TOKEN). The zero value is an anonymous caller.
+type principal struct {
+	User   *store.User // nil for services
+	APIKey string      // the key's name for services ("bootstrap" for API_TOKEN)
+}
+
+func (p principal) anonymous() bool { return p.User == nil && p.APIKey == "" }
+
+// admin: an admin user or any service key. Keys act as admin for the task
+// and queue endpoints.
+func (p principal) admin() bool {
+	return p.APIKey != "" || (p.User != nil && p.User.Role == store.RoleAdmin)
+}
+
+// owner names the caller for per-caller state such as idempotency keys.
+func (p principal) owner() string {
+	if p.User != nil {
+		return "user:" + strconv.FormatInt(p.User.ID, 10)
+	}
+	return "key:" + p.APIKey
+}
+
+const ctxPrincipal = "principal"
+
+func currentPrincipal(c echo.Context) principal {
+	p, _ := c.Get(ctxPrincipal).(principal)
+	return p
+}
+
+// bootstrapKeyName is the principal name of the API_TOKEN key.
+const bootstrapKeyName = "bootstrap"
+
+// authenticate identifies the caller from "Authorization: Bearer <credential>"
+// where the credential is a JWT from /auth/login, an API key (cvk_…) or the
+// bootstrap API_TOKEN. No header: anonymous; a bad credential: 401, even on
+// endpoints open to anonymous callers, so a client learns its token is stale.
+func authenticate(d Deps, apiToken string) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			h := c.Request().Header.Get(echo.HeaderAuthorization)
-			scheme, got, ok := strings.Cut(h, " ")
-			if !ok || !strings.EqualFold(scheme, "Bearer") || got == "" {
-				c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="conveyor"`)
-				return errUnauthorized("missing bearer token")
+			if h == "" {
+				return next(c)
 			}
-			if token == "" || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
-				c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="conveyor", error="invalid_token"`)
-				return errUnauthorized("invalid token")
+			scheme, cred, ok := strings.Cut(h, " ")
+			cred = strings.TrimSpace(cred)
+			if !ok || !strings.EqualFold(scheme, "Bearer") || cred == "" {
+				return unauthorized(c, "use Authorization: Bearer <token>")
 			}
+			ctx := c.Request().Context()
+			var p principal
+			switch {
+			case apiToken != "" && subtle.ConstantTimeCompare([]byte(cred), []byte(apiToken)) == 1:
+				p.APIKey = bootstrapKeyName
+			case strings.HasPrefix(cred, auth.APIKeyPrefix):
+				k, err := store.NewAPIKeys(d.DB).ByHash(ctx, auth.HashAPIKey(cred))
+				if errors.Is(err, store.ErrNotFound) {
+					return unauthorized(c, "invalid API key")
+				}
+				if err != nil {
+					return err
+				}
+				p.APIKey = k.Name
+			case d.Tokens == nil:
+				return unauthorized(c, "invalid token")
+			default:
+				id, err := d.Tokens.Verify(cred)
+				if err != nil {
+					return unauthorized(c, "invalid or expired token")
+				}
+				u, err := store.NewUsers(d.DB).Get(ctx, id)
+				if errors.Is(err, store.ErrNotFound) {
+					return unauthorized(c, "the token's user no longer exists")
+				}
+				if err != nil {
+					return err
+				}
+				p.User = &u
+			}
+			c.Set(ctxPrincipal, p)
 			return next(c)
 		}
+	}
+}
+
+// requireAuth admits any authenticated caller (user or service).
+func requireAuth(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if currentPrincipal(c).anonymous() {
+			return unauthorized(c, "authentication required")
+		}
+		return next(c)
+	}
+}
+
+// requireUser admits users only: services have no account to act as.
+func requireUser(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		p := currentPrincipal(c)
+		switch {
+		case p.anonymous():
+			return unauthorized(c, "authentication required")
+		case p.User == nil:
+			return errForbidden("this endpoint acts for a user: log in instead of using an API key")
+		}
+		return next(c)
+	}
+}
+
+// requireAdmin admits admin users and API keys (including API_TOKEN).
+func requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		p := currentPrincipal(c)
+		switch {
+		case p.anonymous():
+			return unauthorized(c, "authentication required")
+		case !p.admin():
+			return errForbidden("admin only")
+		}
+		return next(c)
+	}
+}
+
+func unauthorized(c echo.Context, msg string) error {
+	c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="conveyor"`)
+	return errUnauthorized(msg)
+}
+
+func errForbidden(msg string) *APIError {
+	return &APIError{Status: http.StatusForbidden, Code: "forbidden", Message: msg}
+}
+
+func errTooManyRequests(c echo.Context, retryAfter time.Duration) *APIError {
+	c.Response().Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(retryAfter.Seconds()))))
+	return &APIError{Status: http.StatusTooManyRequests, Code: "too_many_requests",
+		Message: "too many failed logins; try again later"}
+}
+
+// handleRegister creates a user account and, in the same transaction, the
+// outbox row of its welcome email (POST /api/v1/auth/register).
+func handleRegister(d Deps, bcryptCost int) echo.HandlerFunc {
+	type request struct {
+		Email    string `json:"email" validate:"required,email,max=254"`
+		Password string `json:"password" validate:"required,min=8,max=72"`
+		Name     string `json:"name" validate:"required,max=100"`
+	}
+	return func(c echo.Context) error {
+		var req request
+		if err := bind(c, &req); err != nil {
+			return err
+		}
+		req.Email, req.Name = strings.TrimSpace(req.Email), strings.TrimSpace(req.Name)
+		if err := c.Validate(req); err != nil {
+			return err
+		}
+		hash, err := auth.HashPassword(req.Password, bcryptCost)
+		if err != nil {
+			return err
+		}
+		ctx := c.Request().Context()
+		u := store.User{Email: req.Email, Name: req.Name, PasswordHash: hash}
+		err = db.InTx(ctx, d.DB, func(tx *sqlx.Tx) error {
+			if err := store.NewUsers(tx).Create(ctx, &u); err != nil {
+				return err
+			}
+			_, err := addOutbox(c, tx, tasks.EmailWelcomePayload{UserID: u.ID})
+			return err
+		})
+		if errors.Is(err, store.ErrConflict) {
+			return errConflict("an account with this email already exists")
+		}
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusCreated, u)
+	}
+}
+
+// addOutbox validates p and adds its task to the outbox in tx; it returns
+// the future task ID.
+func addOutbox(c echo.Context, tx *sqlx.Tx, p tasks.Payload) (string, error) {
+	if err := p.Validate(); err != nil {
+		return "", fmt.Errorf("outbox %s: %w", p.TypeName(), err)
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return "", fmt.Errorf("outbox %s: %w", p.TypeName(), err)
+	}
+	return store.NewOutbox(tx).Add(c.Request().Context(), p.TypeName(), b, RequestID(c))
+}
+
+// handleLogin exchanges email and password for an access token
+// (POST /api/v1/auth/login). Failures are limited per email and client IP.
+func handleLogin(d Deps) echo.HandlerFunc {
+	type request struct {
+		Email    string `json:"email" validate:"required"`
+		Password string `json:"password" validate:"required"`
+	}
+	type response struct {
+		AccessToken string `json:"access_token"`
+		TokenType   string `json:"token_type"`
+		ExpiresIn   int64  `json:"expires_in"`
+	}
+	return func(c echo.Context) error {
+		var req request
+		if err := bind(c, &req); err != nil {
+			return err
+		}
+		if err := c.Validate(req); err != nil {
+			return err
+		}
+		key := strings.ToLower(strings.TrimSpace(req.Email)) + "|" + c.RealIP()
+		if blocked, wait := d.Limiter.Blocked(key); blocked {
+			return errTooManyRequests(c, wait)
+		}
+		ctx := c.Request().Context()
+		u, err := store.NewUsers(d.DB).GetByEmail(ctx, strings.TrimSpace(req.Email))
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			auth.WasteTime(req.Password)
+			err = auth.ErrBadPassword
+		case err != nil:
+			return err
+		default:
+			err = auth.CheckPassword(u.PasswordHash, req.Password)
+		}
+		if err != nil {
+			d.Limiter.Fail(key)
+			return unauthorized(c, "invalid email or password")
+		}
+		d.Limiter.Reset(key)
+		tok, err := d.Tokens.Issue(u.ID)
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, response{AccessToken: tok, TokenType: "bearer",
+			ExpiresIn: int64(d.Tokens.TTL().Seconds())})
 	}
 }

@@ -9,11 +9,30 @@ func addRoutes(e *echo.Echo, opts Options, d Deps) {
 	e.GET("/healthz", handleHealthz())
 	e.GET("/readyz", handleReadyz(d))
 
-	api := e.Group("/api/v1")
-	admin := api.Group("", requireToken(opts.APIToken))
-	admin.POST("/tasks", handleTaskCreate(d.Queue))
+	// Every /api/v1 request is authenticated when it carries credentials
+	// (JWT, API key or API_TOKEN); each route then says who may call it.
+	api := e.Group("/api/v1", authenticate(d, opts.APIToken))
+	api.GET("/openapi.json", handleOpenAPI())
+	api.POST("/auth/register", handleRegister(d, opts.BcryptCost))
+	api.POST("/auth/login", handleLogin(d))
+	api.GET("/users/me", handleUserMe(d.DB), requireUser)
+	api.GET("/users", handleUserList(d.DB), requireAdmin)
+	api.GET("/users/:id", handleUserGet(d.DB), requireAuth)
+	api.GET("/posts", handlePostList(d.DB))
+	api.POST("/posts", handlePostCreate(d.DB), requireUser)
+	api.GET("/posts/:id", handlePostGet(d.DB))
+	api.PATCH("/posts/:id", handlePostUpdate(d.DB), requireUser)
+	api.DELETE("/posts/:id", handlePostDelete(d.DB), requireUser)
+	api.POST("/posts/:id/publish", handlePostPublish(d.DB), requireUser)
+	api.POST("/orders", handleOrderCreate(d.DB, opts.IdempotencyTTL), requireUser)
+	api.GET("/orders", handleOrderList(d.DB), requireUser)
+	api.GET("/orders/:id", handleOrderGet(d.DB), requireUser)
+
+	// Admin endpoints: an admin user's JWT, an API key or API_TOKEN.
+	admin := api.Group("", requireAdmin)
+	admin.POST("/tasks", handleTaskCreate(d.Queue), idempotent(d.DB, opts.IdempotencyTTL))
 	admin.GET("/tasks/:id", handleTaskGet(d.Queue))
 	admin.DELETE("/tasks/:id", handleTaskCancel(d.Queue, opts.CancelWait))
 	admin.POST("/tasks/:id/run", handleTaskRun(d.Queue))
-	admin.GET("/queues", handleQueueList(d.Queue))
+	admin.GET("/queues", handleQueueList(d.Queue, d.DB))
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/labstack/echo/v4"
 
+	"github.com/conveyor-run/conveyor/internal/auth"
 	"github.com/conveyor-run/conveyor/internal/queue"
 )
 
@@ -25,6 +26,10 @@ type Options struct {
 	// CancelWait bounds how long DELETE /tasks/{id} waits for an active
 	// task's handler to stop.
 	CancelWait time.Duration
+	// Product API (users, posts, orders).
+	BcryptCost         int           // 0: bcrypt.DefaultCost (tests use bcrypt.MinCost)
+	CORSAllowedOrigins []string      // empty: no cross-origin access
+	IdempotencyTTL     time.Duration // 0: 24 h
 }
 
 // Deps are the server's collaborators, built once in cmd/api.
@@ -32,6 +37,10 @@ type Deps struct {
 	Log   *slog.Logger
 	DB    *sqlx.DB
 	Queue *queue.Client
+	// Tokens issues and verifies access tokens; Limiter limits failed
+	// logins (nil: 5 per 15 minutes).
+	Tokens  *auth.Tokens
+	Limiter *auth.Limiter
 }
 
 // NewServer builds the Echo instance with its middleware and routes.
@@ -42,7 +51,15 @@ func NewServer(opts Options, d Deps) http.Handler {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(d.Log)
+	e.Validator = structValidator{newValidator()}
 	e.Use(requestID, accessLog(d.Log), recoverPanics, bodyLimit(opts.BodyLimit))
+	e.Use(securityHeaders, cors(opts.CORSAllowedOrigins))
+	if opts.IdempotencyTTL == 0 {
+		opts.IdempotencyTTL = 24 * time.Hour
+	}
+	if d.Limiter == nil {
+		d.Limiter = auth.NewLimiter(5, 15*time.Minute)
+	}
 	addRoutes(e, opts, d)
 	return e
 }

@@ -6,9 +6,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/labstack/echo/v4"
 
 	"github.com/conveyor-run/conveyor/internal/queue"
+	"github.com/conveyor-run/conveyor/internal/store"
 )
 
 // handleTaskCreate enqueues any registered task type (POST /api/v1/tasks).
@@ -54,7 +56,7 @@ func handleTaskCreate(q *queue.Client) echo.HandlerFunc {
 		info, err := q.Enqueue(c.Request().Context(), queue.Request{
 			Type: req.Type, Payload: req.Payload, Queue: req.Queue, MaxRetry: req.MaxRetry,
 			Countdown: req.Countdown, ETA: eta, Timeout: req.Timeout, UniqueFor: req.UniqueFor,
-			TaskID: req.TaskID, RequestID: RequestID(c),
+			TaskID: taskIDOrIdempotent(c, req.TaskID), RequestID: RequestID(c),
 		})
 		if err != nil {
 			return err
@@ -103,13 +105,24 @@ func handleTaskRun(q *queue.Client) echo.HandlerFunc {
 	}
 }
 
-// handleQueueList shows per-queue counters (GET /api/v1/queues).
-func handleQueueList(q *queue.Client) echo.HandlerFunc {
+// handleQueueList shows per-queue counters and the transactional outbox's
+// backlog (GET /api/v1/queues). While Redis is down the answer is a 503 that
+// still carries outbox_pending: the work waiting to be enqueued.
+func handleQueueList(q *queue.Client, d *sqlx.DB) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		stats, err := q.Queues(c.Request().Context())
+		ob, err := store.NewOutbox(d).Stats(c.Request().Context())
 		if err != nil {
 			return err
 		}
-		return c.JSON(http.StatusOK, map[string]any{"queues": stats})
+		resp := map[string]any{"outbox_pending": ob.Pending, "outbox_retrying": ob.Retrying,
+			"outbox_oldest_seconds": ob.OldestSeconds}
+		stats, err := q.Queues(c.Request().Context())
+		if err != nil {
+			resp["queues"] = []queue.QueueStats{}
+			resp["error"] = &APIError{Code: "redis_unavailable", Message: "queue statistics are unavailable: Redis did not answer"}
+			return c.JSON(http.StatusServiceUnavailable, resp)
+		}
+		resp["queues"] = stats
+		return c.JSON(http.StatusOK, resp)
 	}
 }

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -13,13 +12,13 @@ import (
 // scheduler validates rows itself (a row written by hand may be wrong), so
 // the fields are stored as given.
 type Schedule struct {
-	ID       int64           `db:"id"`
-	Name     string          `db:"name"`
-	Spec     string          `db:"spec"`
-	Timezone string          `db:"timezone"`
-	TaskType string          `db:"task_type"`
-	Payload  json.RawMessage `db:"payload"` // nil: the type's zero payload
-	Queue    string          `db:"queue"`   // empty: the type's default queue
+	ID       int64  `db:"id"`
+	Name     string `db:"name"`
+	Spec     string `db:"spec"`
+	Timezone string `db:"timezone"`
+	TaskType string `db:"task_type"`
+	Payload  []byte `db:"payload"` // JSON; nil: the type's zero payload
+	Queue    string `db:"queue"`   // empty: the type's default queue
 	// Optional task options; nil means the task type's default.
 	MaxRetry       *int `db:"max_retry"`
 	TimeoutSeconds *int `db:"timeout_seconds"`
@@ -103,7 +102,7 @@ func (r *Schedules) MarkFired(ctx context.Context, name string, tick time.Time, 
 	return mapErr(err, fmt.Sprintf("mark schedule %q fired", name))
 }
 
-func nullJSON(b json.RawMessage) any {
+func nullJSON(b []byte) any {
 	if len(b) == 0 {
 		return nil
 	}

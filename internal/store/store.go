@@ -46,3 +46,10 @@ func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 
 // pqStrings adapts a string slice to a PostgreSQL text[] parameter.
 func pqStrings(s []string) any { return pq.Array(s) }
+
+// Page is an offset page of a list: Skip rows, then at most Limit rows.
+// Callers validate the bounds (the API allows 1 ≤ Limit ≤ 100).
+type Page struct {
+	Skip  int64
+	Limit int64
+}

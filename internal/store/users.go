@@ -57,3 +57,35 @@ func (r *Users) GetByEmail(ctx context.Context, email string) (User, error) {
 	err := r.q.GetContext(ctx, &u, `SELECT `+userCols+` FROM users WHERE lower(email) = lower($1)`, email)
 	return u, mapErr(err, "get user by email")
 }
+
+// UserProfile is a user with the number of posts they wrote, computed in
+// SQL (an aggregate over posts, never a loop).
+type UserProfile struct {
+	User
+	PostCount int64 `db:"post_count" json:"post_count"`
+}
+
+const profileSelect = `SELECT u.id, u.email, u.name, u.password_hash, u.role, u.created_at,
+       (SELECT count(*) FROM posts p WHERE p.author_id = u.id) AS post_count
+  FROM users u`
+
+// Profile returns user id with its post count.
+func (r *Users) Profile(ctx context.Context, id int64) (UserProfile, error) {
+	var u UserProfile
+	err := r.q.GetContext(ctx, &u, profileSelect+` WHERE u.id = $1`, id)
+	return u, mapErr(err, fmt.Sprintf("get user %d", id))
+}
+
+// List returns one page of users (oldest first) with their post counts,
+// and the total number of users.
+func (r *Users) List(ctx context.Context, p Page) ([]UserProfile, int64, error) {
+	out := []UserProfile{}
+	if err := r.q.SelectContext(ctx, &out, profileSelect+` ORDER BY u.id OFFSET $1 LIMIT $2`, p.Skip, p.Limit); err != nil {
+		return nil, 0, mapErr(err, "list users")
+	}
+	var total int64
+	if err := r.q.GetContext(ctx, &total, `SELECT count(*) FROM users`); err != nil {
+		return nil, 0, mapErr(err, "count users")
+	}
+	return out, total, nil
+}

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/conveyor-run/conveyor/internal/auth"
+	"github.com/conveyor-run/conveyor/internal/config"
+	"github.com/conveyor-run/conveyor/internal/db"
+	"github.com/conveyor-run/conveyor/internal/store"
+)
+
+// runAdmin runs the operator commands that need only the database:
+//
+//	api createuser --email E --name N [--admin] [--password-env VAR]
+//	api createkey --name NAME
+//
+// like Django's createsuperuser. createuser reads the password from the
+// first line of stdin unless --password-env names a variable holding it.
+// createkey prints the new key once; only its hash is stored.
+func runAdmin(ctx context.Context, cmd string, args []string, getenv func(string) string, stdin io.Reader, stdout io.Writer) error {
+	fs := flag.NewFlagSet("api "+cmd, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var (
+		email   = fs.String("email", "", "email (login name)")
+		name    = fs.String("name", "", "display name (createuser) or key name (createkey)")
+		admin   = fs.Bool("admin", false, "give the user the admin role")
+		passEnv = fs.String("password-env", "", "read the password from this environment variable instead of stdin")
+	)
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%s: %w\n%s", cmd, err, usage)
+	}
+	cfg, err := config.Load(getenv, config.RoleMigrate)
+	if err != nil {
+		return err
+	}
+	database, err := db.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	defer database.Close()
+
+	switch cmd {
+	case "createkey":
+		if strings.TrimSpace(*name) == "" {
+			return errors.New("createkey: --name is required")
+		}
+		key, hash := auth.NewAPIKey()
+		k, err := store.NewAPIKeys(database).Create(ctx, strings.TrimSpace(*name), hash)
+		if errors.Is(err, store.ErrConflict) {
+			return fmt.Errorf("createkey: a key named %q already exists", *name)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "API key %q (id %d) created. It is shown only now:\n%s\n", k.Name, k.ID, key)
+		return nil
+
+	case "createuser":
+		if !strings.Contains(*email, "@") || strings.TrimSpace(*name) == "" {
+			return errors.New("createuser: --email and --name are required")
+		}
+		var password string
+		if *passEnv != "" {
+			password = getenv(*passEnv)
+		} else {
+			line, err := bufio.NewReader(stdin).ReadString('\n')
+			if err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("createuser: read password from stdin: %w", err)
+			}
+			password = strings.TrimRight(line, "\r\n")
+		}
+		if len(password) < auth.MinPasswordLen || len(password) > 72 {
+			return fmt.Errorf("createuser: the password must be %d to 72 characters", auth.MinPasswordLen)
+		}
+		hash, err := auth.HashPassword(password, 0)
+		if err != nil {
+			return err
+		}
+		u := store.User{Email: strings.TrimSpace(*email), Name: strings.TrimSpace(*name), PasswordHash: hash, Role: store.RoleUser}
+		if *admin {
+			u.Role = store.RoleAdmin
+		}
+		if err := store.NewUsers(database).Create(ctx, &u); errors.Is(err, store.ErrConflict) {
+			return fmt.Errorf("createuser: %s already has an account", u.Email)
+		} else if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "user %d <%s> created with role %s\n", u.ID, u.Email, u.Role)
+		return nil
+	}
+	return fmt.Errorf("unknown command %q", cmd)
+}

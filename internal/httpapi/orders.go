@@ -1,0 +1,158 @@
+package httpapi
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/labstack/echo/v4"
+
+	"github.com/conveyor-run/conveyor/internal/db"
+	"github.com/conveyor-run/conveyor/internal/store"
+	"github.com/conveyor-run/conveyor/tasks"
+)
+
+// orderResponse is an order; on creation it also names the tasks the order
+// triggered (their IDs are the outbox rows', so GET /api/v1/tasks/{id}
+// finds them once the relay has enqueued them).
+type orderResponse struct {
+	store.Order
+	TaskIDs []string `json:"task_ids,omitempty"`
+}
+
+// handleOrderCreate creates a pending order for the caller and, in the same
+// transaction, the outbox rows of order:process and email:order_confirmation
+// (POST /api/v1/orders). With an Idempotency-Key the key is part of that
+// transaction too: a retry either finds the committed order's response or,
+// if the first attempt rolled back, creates the order itself.
+func handleOrderCreate(d *sqlx.DB, idemTTL time.Duration) echo.HandlerFunc {
+	type item struct {
+		SKU            string `json:"sku" validate:"required,max=64"`
+		Quantity       *int64 `json:"quantity" validate:"required,min=1,max=1000000"`
+		UnitPriceCents *int64 `json:"unit_price_cents" validate:"required,min=0,max=1000000000"`
+	}
+	type request struct {
+		Items    []item `json:"items" validate:"required,min=1,max=100,dive"`
+		Currency string `json:"currency" validate:"required,iso4217"`
+	}
+	return func(c echo.Context) error {
+		idem, err := readIdempotency(c, idemTTL)
+		if err != nil {
+			return err
+		}
+		var req request
+		if err := bind(c, &req); err != nil {
+			return err
+		}
+		for i := range req.Items {
+			req.Items[i].SKU = strings.TrimSpace(req.Items[i].SKU)
+		}
+		if err := c.Validate(req); err != nil {
+			return err
+		}
+		items := make([]store.OrderItem, len(req.Items))
+		for i, it := range req.Items {
+			items[i] = store.OrderItem{SKU: it.SKU, Quantity: *it.Quantity, UnitPriceCents: *it.UnitPriceCents}
+		}
+
+		ctx := c.Request().Context()
+		var resp orderResponse
+		replayed := false
+		err = db.InTx(ctx, d, func(tx *sqlx.Tx) error {
+			if idem != nil {
+				proceed, err := idem.reserve(c, tx)
+				if !proceed {
+					replayed = err == nil
+					return errStop{err}
+				}
+			}
+			o, err := store.NewOrders(tx).Create(ctx, currentPrincipal(c).User.ID, req.Currency, items)
+			if err != nil {
+				return err
+			}
+			resp = orderResponse{Order: o}
+			for _, p := range []tasks.Payload{
+				tasks.OrderProcessPayload{OrderID: o.ID},
+				tasks.EmailOrderConfirmationPayload{OrderID: o.ID},
+			} {
+				id, err := addOutbox(c, tx, p)
+				if err != nil {
+					return err
+				}
+				resp.TaskIDs = append(resp.TaskIDs, id)
+			}
+			if idem != nil {
+				return idem.complete(ctx, tx, http.StatusCreated, resp)
+			}
+			return nil
+		})
+		var stop errStop
+		if errors.As(err, &stop) {
+			if replayed {
+				return nil // the first response was written
+			}
+			return stop.err
+		}
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusCreated, resp)
+	}
+}
+
+// errStop ends a transaction early (rolling it back) carrying the handler's
+// own result.
+type errStop struct{ err error }
+
+func (e errStop) Error() string {
+	if e.err == nil {
+		return "stopped"
+	}
+	return e.err.Error()
+}
+
+// handleOrderList lists the caller's orders, or every order for an admin
+// (GET /api/v1/orders).
+func handleOrderList(d *sqlx.DB) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		page, err := parsePage(c)
+		if err != nil {
+			return err
+		}
+		p := currentPrincipal(c)
+		var owner int64
+		if !p.admin() {
+			owner = p.User.ID
+		}
+		orders, total, err := store.NewOrders(d).List(c.Request().Context(), owner, page)
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, listResponse[store.Order]{Data: orders, Total: total})
+	}
+}
+
+// handleOrderGet shows one order to its owner or an admin; anyone else gets
+// 404, not 403, so order IDs reveal nothing (GET /api/v1/orders/{id}).
+func handleOrderGet(d *sqlx.DB) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id, err := pathID(c, "id", "order")
+		if err != nil {
+			return err
+		}
+		o, err := store.NewOrders(d).Get(c.Request().Context(), id)
+		if errors.Is(err, store.ErrNotFound) {
+			return errNotFound("order")
+		}
+		if err != nil {
+			return err
+		}
+		p := currentPrincipal(c)
+		if !p.admin() && o.UserID != p.User.ID {
+			return errNotFound("order")
+		}
+		return c.JSON(http.StatusOK, orderResponse{Order: o})
+	}
+}

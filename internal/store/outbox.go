@@ -1,0 +1,113 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+)
+
+// OutboxChannel is the LISTEN/NOTIFY channel that wakes the relay when rows
+// are added. The notification is delivered at commit, so the relay never
+// wakes for a row it cannot see yet.
+const OutboxChannel = "conveyor_outbox"
+
+// OutboxEntry is a row of outbox: one task that a committed business write
+// must trigger. ID is also the asynq task ID.
+type OutboxEntry struct {
+	ID            string          `db:"id" json:"id"`
+	TaskType      string          `db:"task_type" json:"task_type"`
+	Payload       json.RawMessage `db:"payload" json:"payload"`
+	RequestID     string          `db:"request_id" json:"request_id"`
+	Attempts      int             `db:"attempts" json:"attempts"`
+	LastError     string          `db:"last_error" json:"last_error"`
+	NextAttemptAt time.Time       `db:"next_attempt_at" json:"next_attempt_at"`
+	CreatedAt     time.Time       `db:"created_at" json:"created_at"`
+	SentAt        *time.Time      `db:"sent_at" json:"sent_at"`
+}
+
+// Outbox is the outbox repository. Add belongs in the business write's
+// transaction; Due belongs in the relay's transaction.
+type Outbox struct{ q Querier }
+
+// NewOutbox returns a repository over q.
+func NewOutbox(q Querier) *Outbox { return &Outbox{q: q} }
+
+// Add inserts a task of taskType with an already validated payload and
+// returns its ID (the future task ID). It notifies OutboxChannel, which
+// fires when the surrounding transaction commits.
+func (r *Outbox) Add(ctx context.Context, taskType string, payload json.RawMessage, requestID string) (string, error) {
+	var id string
+	err := r.q.QueryRowxContext(ctx,
+		`INSERT INTO outbox (task_type, payload, request_id) VALUES ($1, $2, $3) RETURNING id`,
+		taskType, []byte(payload), requestID).Scan(&id)
+	if err != nil {
+		return "", mapErr(err, "add outbox "+taskType)
+	}
+	if _, err := r.q.ExecContext(ctx, `SELECT pg_notify($1, '')`, OutboxChannel); err != nil {
+		return "", mapErr(err, "notify outbox")
+	}
+	return id, nil
+}
+
+// Due locks and returns up to limit unsent rows whose next attempt is due,
+// oldest first. Rows locked by another relay (another api replica) are
+// skipped, so replicas share the work without sending a row twice at once.
+// q must be a transaction; the locks last until it ends.
+func (r *Outbox) Due(ctx context.Context, limit int) ([]OutboxEntry, error) {
+	out := []OutboxEntry{}
+	err := r.q.SelectContext(ctx, &out,
+		`SELECT * FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= now()
+		  ORDER BY next_attempt_at, created_at LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
+	return out, mapErr(err, "select due outbox rows")
+}
+
+// MarkSent records that row id was enqueued.
+func (r *Outbox) MarkSent(ctx context.Context, id string) error {
+	_, err := r.q.ExecContext(ctx, `UPDATE outbox SET sent_at = now(), last_error = '' WHERE id = $1`, id)
+	return mapErr(err, "mark outbox sent "+id)
+}
+
+// MarkFailed records a failed attempt of row id and schedules the next one
+// after backoff.
+func (r *Outbox) MarkFailed(ctx context.Context, id, reason string, backoff time.Duration) error {
+	_, err := r.q.ExecContext(ctx,
+		`UPDATE outbox SET attempts = attempts + 1, last_error = $2,
+		        next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1`,
+		id, reason, backoff.Seconds())
+	return mapErr(err, "mark outbox failed "+id)
+}
+
+// Get returns row id.
+func (r *Outbox) Get(ctx context.Context, id string) (OutboxEntry, error) {
+	var e OutboxEntry
+	err := r.q.GetContext(ctx, &e, `SELECT * FROM outbox WHERE id = $1`, id)
+	return e, mapErr(err, "get outbox "+id)
+}
+
+// OutboxStats summarises unsent rows for GET /api/v1/queues.
+type OutboxStats struct {
+	Pending  int64 `db:"pending" json:"outbox_pending"`   // not yet enqueued
+	Retrying int64 `db:"retrying" json:"outbox_retrying"` // of which have failed at least once
+	// OldestSeconds is the age of the oldest unsent row (0 if none).
+	OldestSeconds float64 `db:"oldest_seconds" json:"outbox_oldest_seconds"`
+}
+
+// Stats counts unsent rows.
+func (r *Outbox) Stats(ctx context.Context) (OutboxStats, error) {
+	var s OutboxStats
+	err := r.q.GetContext(ctx, &s,
+		`SELECT count(*) AS pending, count(*) FILTER (WHERE attempts > 0) AS retrying,
+		        COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS oldest_seconds
+		   FROM outbox WHERE sent_at IS NULL`)
+	return s, mapErr(err, "outbox stats")
+}
+
+// DeleteSentBefore deletes rows sent before cutoff (maintenance:cleanup).
+// Unsent rows are never deleted.
+func (r *Outbox) DeleteSentBefore(ctx context.Context, cutoff time.Time) (int64, error) {
+	res, err := r.q.ExecContext(ctx, `DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1`, cutoff)
+	if err != nil {
+		return 0, mapErr(err, "delete sent outbox rows")
+	}
+	return res.RowsAffected()
+}
