@@ -2,16 +2,22 @@ package tasks
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
+	"io"
 
 	"github.com/hibiken/asynq"
 )
 
 type taskKey struct{}
 
+// withTask makes t and its result envelope (progress.go) available to the
+// handler.
 func withTask(ctx context.Context, t *asynq.Task) context.Context {
-	return context.WithValue(ctx, taskKey{}, t)
+	ctx = context.WithValue(ctx, taskKey{}, t)
+	var w io.Writer
+	if rw := t.ResultWriter(); rw != nil {
+		w = rw
+	}
+	return withState(ctx, w)
 }
 
 // Attempt describes the running attempt of the current task.
@@ -34,19 +40,7 @@ func CurrentAttempt(ctx context.Context) Attempt {
 }
 
 // SetResult stores v (as JSON) as the task's result, kept with the completed
-// task for its retention period and shown by GET /api/v1/tasks/{id}. Outside
-// a worker it does nothing.
-func SetResult(ctx context.Context, v any) error {
-	t, ok := ctx.Value(taskKey{}).(*asynq.Task)
-	if !ok || t.ResultWriter() == nil {
-		return nil
-	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("encode result: %w", err)
-	}
-	if _, err := t.ResultWriter().Write(b); err != nil {
-		return fmt.Errorf("write result: %w", err)
-	}
-	return nil
-}
+// task for its retention period and shown by GET /api/v1/tasks/{id}, next to
+// the last progress (see progress.go for the stored form). Outside a worker
+// it does nothing.
+func SetResult(ctx context.Context, v any) error { return writeResult(ctx, v) }

@@ -57,13 +57,22 @@ func handleMaintenanceCleanup(d Deps) Handler[MaintenanceCleanupPayload] {
 			{"outbox", store.NewOutbox(d.DB).DeleteSentBefore},             // sent rows only
 			{"idempotency_keys", store.NewIdempotency(d.DB).DeleteExpired}, // by their own expiry
 		}
-		for _, s := range steps {
+		// Progress per table; a failed progress write is not worth failing
+		// the cleanup for.
+		progress := func(done int, msg string) {
+			if err := ReportProgress(ctx, int64(done), int64(len(steps)), msg); err != nil {
+				d.Log.WarnContext(ctx, "cleanup progress", "err", err)
+			}
+		}
+		for i, s := range steps {
+			progress(i, "deleting from "+s.table)
 			n, err := s.del(ctx, res.Cutoff)
 			if err != nil {
 				return fmt.Errorf("cleanup %s: %w", s.table, err)
 			}
 			res.Deleted[s.table] = n
 		}
+		progress(len(steps), "done")
 		d.Log.InfoContext(ctx, "cleanup done", "cutoff", res.Cutoff, "deleted", res.Deleted)
 		return SetResult(ctx, res)
 	}

@@ -90,6 +90,31 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer q.Close()
+	q.SetMinRetention(cfg.TaskRetention)
+
+	// Queue statistics are exported by the api only: one kind of process,
+	// so the numbers are not repeated by every worker.
+	reg := observe.NewRegistry()
+	reg.MustRegister(observe.NewQueueCollector(q.QueueSnapshots, nil, log))
+
+	var monitor *httpapi.Monitor
+	if len(cfg.MonitorUsers) > 0 {
+		opts := queue.MonitorOptions{RootPath: httpapi.MonitorPath, PrometheusURL: cfg.PrometheusURL}
+		rw, err := queue.NewMonitor(cfg.RedisURL, opts)
+		if err != nil {
+			return err
+		}
+		defer rw.Close()
+		opts.ReadOnly = true
+		ro, err := queue.NewMonitor(cfg.RedisURL, opts)
+		if err != nil {
+			return err
+		}
+		defer ro.Close()
+		monitor = &httpapi.Monitor{ReadWrite: rw, ReadOnly: ro}
+	} else {
+		log.Info("MONITOR_USERS is empty: the dashboard at /monitoring/ is off")
+	}
 
 	secret := cfg.JWTSecret
 	if secret == nil {
@@ -99,8 +124,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	tokens := auth.NewTokens(secret, cfg.JWTTTL)
 	limiter := auth.NewLimiter(cfg.LoginMaxFailures, cfg.LoginWindow)
 
-	handler := httpapi.NewServer(httpapi.Options{APIToken: cfg.APIToken, CORSAllowedOrigins: cfg.CORSAllowedOrigins, BodyLimit: cfg.BodyLimit},
-		httpapi.Deps{Log: log, DB: database, Queue: q, Tokens: tokens, Limiter: limiter})
+	handler := httpapi.NewServer(httpapi.Options{APIToken: cfg.APIToken, CORSAllowedOrigins: cfg.CORSAllowedOrigins, BodyLimit: cfg.BodyLimit, MonitorUsers: cfg.MonitorUsers},
+		httpapi.Deps{Log: log, DB: database, Queue: q, Tokens: tokens, Limiter: limiter, Metrics: reg, Monitor: monitor})
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Role says which binary is loading the configuration; it decides defaults
@@ -72,7 +74,6 @@ type Config struct {
 	SMTPURL         string        // empty: the dev mailer logs every email
 	SMTPFrom        string
 	CleanupMaxAge   time.Duration
-	TaskRetention   time.Duration
 
 	// Scheduler.
 	SchedulesFile string
@@ -80,6 +81,26 @@ type Config struct {
 	LeaseTTL      time.Duration // leader lease TTL; a dead leader is replaced within it
 	SyncInterval  time.Duration // how often the scheduler re-reads the schedules table
 	CatchupWindow time.Duration // missed ticks younger than this are fired after a failover
+
+	// Operations (dashboard, metrics, results).
+	//
+	// MonitorUsers may log in to the Asynqmon dashboard at /monitoring/;
+	// with none the dashboard is off (404).
+	MonitorUsers []MonitorUser
+	// PrometheusURL is the Prometheus server Asynqmon's charts query; empty
+	// hides the charts.
+	PrometheusURL string
+	// TaskRetention is how long, at least, a completed task and its result
+	// stay in Redis. A task type whose own Retention is longer keeps it: a
+	// chosen task ID deduplicates only while the first task is still kept.
+	TaskRetention time.Duration
+}
+
+// MonitorUser is one dashboard login from MONITOR_USERS.
+type MonitorUser struct {
+	Name     string
+	Hash     string // bcrypt hash of the password
+	ReadOnly bool   // may look, may not retry, delete, pause or cancel
 }
 
 // Defaults that appear in the README's configuration table.
@@ -89,6 +110,7 @@ const (
 	DefaultSchedulerMetrics = "127.0.0.1:9092"
 	DefaultQueues           = "critical=6,default=3,low=1"
 	DefaultBodyLimit        = 1 << 20
+	DefaultTaskRetention    = 24 * time.Hour
 	minTokenLen             = 16
 	minJWTSecretLen         = 32
 )
@@ -150,7 +172,6 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 	c.SMTPURL = p.optional("SMTP_URL", validateSMTPURL)
 	c.SMTPFrom = p.str("SMTP_FROM", "Conveyor <noreply@conveyor.localhost>")
 	c.CleanupMaxAge = p.duration("CLEANUP_MAX_AGE", 30*24*time.Hour, time.Minute)
-	c.TaskRetention = p.duration("TASK_RETENTION", 24*time.Hour, 0)
 
 	c.SchedulesFile = p.str("SCHEDULES_FILE", "")
 	c.SchedulerID = p.str("SCHEDULER_ID", "")
@@ -163,6 +184,10 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 	if c.LeaseTTL > 10*time.Minute {
 		p.fail("SCHEDULER_LEASE_TTL", fmt.Errorf("%s must be at most 10m", c.LeaseTTL))
 	}
+
+	c.MonitorUsers = p.monitorUsers("MONITOR_USERS")
+	c.PrometheusURL = p.optional("PROMETHEUS_URL", validateHTTPURL)
+	c.TaskRetention = p.duration("TASK_RETENTION", DefaultTaskRetention, 0)
 
 	if len(p.errs) > 0 {
 		return Config{}, fmt.Errorf("config: %s", strings.Join(p.errs, "; "))
@@ -389,6 +414,55 @@ func ValidateRedisURL(v string) error {
 		}
 	default:
 		return fmt.Errorf("scheme %q is not redis://, rediss:// or redis-sentinel://", u.Scheme)
+	}
+	return nil
+}
+
+// monitorUsers parses "name:bcrypt-hash[:ro],…". A bcrypt hash has no colon
+// or comma, so both separators are unambiguous.
+func (p *parser) monitorUsers(name string) []MonitorUser {
+	v := p.str(name, "")
+	if v == "" {
+		return nil
+	}
+	var users []MonitorUser
+	seen := map[string]bool{}
+	for i, entry := range strings.Split(v, ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		parts := strings.Split(entry, ":")
+		u := MonitorUser{Name: parts[0]}
+		if len(parts) >= 2 {
+			u.Hash = parts[1]
+		}
+		switch {
+		case len(parts) < 2 || len(parts) > 3 || (len(parts) == 3 && parts[2] != "ro"):
+			p.fail(name, fmt.Errorf("entry %d must be name:bcrypt-hash or name:bcrypt-hash:ro", i+1))
+			continue
+		case u.Name == "" || strings.ContainsAny(u.Name, " \t"):
+			p.fail(name, fmt.Errorf("entry %d has an empty or blank-containing user name", i+1))
+			continue
+		case seen[u.Name]:
+			p.fail(name, fmt.Errorf("user %q is listed twice", u.Name))
+			continue
+		}
+		if _, err := bcrypt.Cost([]byte(u.Hash)); err != nil {
+			p.fail(name, fmt.Errorf("user %q: the password is not a bcrypt hash such as $2a$10$… (make one with: htpasswd -nbBC 10 %s PASSWORD)", u.Name, u.Name))
+			continue
+		}
+		u.ReadOnly = len(parts) == 3
+		seen[u.Name] = true
+		users = append(users, u)
+	}
+	return users
+}
+
+func validateHTTPURL(v string) error {
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("must be an http:// or https:// URL (example: http://prometheus:9090)")
 	}
 	return nil
 }

@@ -2,12 +2,16 @@ package httpapi
 
 import (
 	"github.com/labstack/echo/v4"
+
+	"github.com/conveyor-run/conveyor/internal/observe"
 )
 
 // addRoutes lists the whole API.
 func addRoutes(e *echo.Echo, opts Options, d Deps) {
 	e.GET("/healthz", handleHealthz())
 	e.GET("/readyz", handleReadyz(d))
+	e.GET("/metrics", echo.WrapHandler(observe.MetricsHandler(d.Metrics)))
+	addMonitoring(e, opts.MonitorUsers, d.Monitor) // /monitoring/: Asynqmon behind basic auth
 
 	// Every /api/v1 request is authenticated when it carries credentials
 	// (JWT, API key or API_TOKEN); each route then says who may call it.

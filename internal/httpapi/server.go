@@ -14,8 +14,11 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/conveyor-run/conveyor/internal/auth"
+	"github.com/conveyor-run/conveyor/internal/config"
+	"github.com/conveyor-run/conveyor/internal/observe"
 	"github.com/conveyor-run/conveyor/internal/queue"
 )
 
@@ -30,6 +33,8 @@ type Options struct {
 	BcryptCost         int           // 0: bcrypt.DefaultCost (tests use bcrypt.MinCost)
 	CORSAllowedOrigins []string      // empty: no cross-origin access
 	IdempotencyTTL     time.Duration // 0: 24 h
+	// MonitorUsers may log in to the dashboard at /monitoring/; none: 404.
+	MonitorUsers []config.MonitorUser
 }
 
 // Deps are the server's collaborators, built once in cmd/api.
@@ -41,6 +46,11 @@ type Deps struct {
 	// logins (nil: 5 per 15 minutes).
 	Tokens  *auth.Tokens
 	Limiter *auth.Limiter
+	// Metrics is the registry /metrics serves; the server adds its request
+	// metrics to it. Nil: a registry of the server's own.
+	Metrics *prometheus.Registry
+	// Monitor is the Asynqmon dashboard (nil: none).
+	Monitor *Monitor
 }
 
 // NewServer builds the Echo instance with its middleware and routes.
@@ -52,7 +62,11 @@ func NewServer(opts Options, d Deps) http.Handler {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(d.Log)
 	e.Validator = structValidator{newValidator()}
-	e.Use(requestID, accessLog(d.Log), recoverPanics, bodyLimit(opts.BodyLimit))
+	if d.Metrics == nil {
+		d.Metrics = prometheus.NewRegistry()
+	}
+	httpMetrics := observe.NewHTTPMetrics(d.Metrics)
+	e.Use(requestID, observeRequests(httpMetrics), accessLog(d.Log), recoverPanics, bodyLimit(opts.BodyLimit))
 	e.Use(securityHeaders, cors(opts.CORSAllowedOrigins))
 	if opts.IdempotencyTTL == 0 {
 		opts.IdempotencyTTL = 24 * time.Hour

@@ -2,7 +2,9 @@ package httpapi
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -65,15 +67,50 @@ func handleTaskCreate(q *queue.Client) echo.HandlerFunc {
 	}
 }
 
-// handleTaskGet shows a task's state and result (GET /api/v1/tasks/{id}).
+// maxTaskWait caps ?wait= well inside the api's HTTP write timeout.
+const maxTaskWait = 60 * time.Second
+
+// handleTaskGet shows a task's state, progress and result
+// (GET /api/v1/tasks/{id}). With ?wait=30s it long-polls: it answers as soon
+// as the task has finished (completed or archived), or with its current
+// state when the wait ends, like Celery's AsyncResult.get(timeout=30).
 func handleTaskGet(q *queue.Client) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		info, err := q.GetTask(c.Request().Context(), c.Param("id"), c.QueryParam("queue"))
+		wait, err := parseWait(c.QueryParam("wait"))
+		if err != nil {
+			return errValidation(map[string]string{"wait": err.Error()})
+		}
+		ctx, id, qname := c.Request().Context(), c.Param("id"), c.QueryParam("queue")
+		var info queue.TaskInfo
+		if wait > 0 {
+			info, err = q.WaitTask(ctx, id, qname, wait)
+		} else {
+			info, err = q.GetTask(ctx, id, qname)
+		}
 		if err != nil {
 			return err
 		}
 		return c.JSON(http.StatusOK, info)
 	}
+}
+
+// parseWait reads ?wait= as a duration ("30s", "1m") or whole seconds ("30").
+func parseWait(v string) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		n, nerr := strconv.ParseInt(v, 10, 64)
+		if nerr != nil {
+			return 0, fmt.Errorf("must be a duration such as 30s, at most %s", maxTaskWait)
+		}
+		d = time.Duration(n) * time.Second
+	}
+	if d < 0 || d > maxTaskWait {
+		return 0, fmt.Errorf("must be between 0s and %s", maxTaskWait)
+	}
+	return d, nil
 }
 
 // handleTaskCancel cancels an active task or deletes a waiting one

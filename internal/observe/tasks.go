@@ -10,6 +10,7 @@ import (
 type TaskMetrics struct {
 	started  *prometheus.CounterVec
 	finished *prometheus.CounterVec
+	failed   *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	inFlight *prometheus.GaugeVec
 }
@@ -24,6 +25,10 @@ func NewTaskMetrics(reg prometheus.Registerer) *TaskMetrics {
 			Name: "conveyor_tasks_finished_total",
 			Help: "Task attempts finished, by outcome: succeeded, retried (failed, will retry) or archived (failed for good).",
 		}, []string{"type", "queue", "outcome"}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "conveyor_tasks_failed_total",
+			Help: "Task attempts that failed (retried or archived): the sum of those two outcomes of conveyor_tasks_finished_total.",
+		}, []string{"type", "queue"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "conveyor_task_duration_seconds", Help: "Duration of task attempts.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
@@ -32,7 +37,7 @@ func NewTaskMetrics(reg prometheus.Registerer) *TaskMetrics {
 			Name: "conveyor_tasks_in_flight", Help: "Tasks being handled right now.",
 		}, []string{"type"}),
 	}
-	reg.MustRegister(m.started, m.finished, m.duration, m.inFlight)
+	reg.MustRegister(m.started, m.finished, m.failed, m.duration, m.inFlight)
 	return m
 }
 
@@ -46,5 +51,8 @@ func (m *TaskMetrics) TaskStarted(taskType, queue string) {
 func (m *TaskMetrics) TaskFinished(taskType, queue, outcome string, d time.Duration) {
 	m.inFlight.WithLabelValues(taskType).Dec()
 	m.finished.WithLabelValues(taskType, queue, outcome).Inc()
+	if outcome != "succeeded" {
+		m.failed.WithLabelValues(taskType, queue).Inc()
+	}
 	m.duration.WithLabelValues(taskType).Observe(d.Seconds())
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+
+	"github.com/conveyor-run/conveyor/tasks"
 )
 
 // TaskInfo is a task as the API shows it.
@@ -22,7 +24,9 @@ type TaskInfo struct {
 	NextProcessAt *time.Time      `json:"next_process_at"`
 	CompletedAt   *time.Time      `json:"completed_at"`
 	Result        json.RawMessage `json:"result"`
-	Payload       json.RawMessage `json:"payload"`
+	// Progress is what the handler last reported with tasks.ReportProgress.
+	Progress *tasks.Progress `json:"progress"`
+	Payload  json.RawMessage `json:"payload"`
 }
 
 // Finished reports whether the task will not run again by itself.
@@ -33,8 +37,10 @@ func fromInfo(i *asynq.TaskInfo) TaskInfo {
 		ID: i.ID, Type: i.Type, Queue: i.Queue, State: i.State.String(),
 		Retried: i.Retried, MaxRetry: i.MaxRetry, LastError: i.LastErr,
 		NextProcessAt: timeOrNil(i.NextProcessAt), CompletedAt: timeOrNil(i.CompletedAt),
-		Result: jsonOrString(i.Result), Payload: jsonOrString(i.Payload),
+		Payload: jsonOrString(i.Payload),
 	}
+	result, progress := tasks.DecodeResult(i.Result)
+	t.Result, t.Progress = jsonOrString(result), progress
 	return t
 }
 
@@ -78,6 +84,30 @@ func (c *Client) GetTask(ctx context.Context, id, queue string) (TaskInfo, error
 		return fromInfo(info), nil
 	}
 	return TaskInfo{}, ErrNotFound
+}
+
+// WaitTask is GetTask that, for up to wait, polls until the task has
+// finished (completed or archived): Celery's AsyncResult.get(timeout=). It
+// returns the task as it is when it finishes or when wait ends.
+func (c *Client) WaitTask(ctx context.Context, id, queue string, wait time.Duration) (TaskInfo, error) {
+	const every = 200 * time.Millisecond
+	deadline := time.Now().Add(wait)
+	for {
+		t, err := c.GetTask(ctx, id, queue)
+		if err != nil || t.Finished() {
+			return t, err
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return t, nil
+		}
+		queue = t.Queue
+		select {
+		case <-ctx.Done():
+			return t, ctx.Err()
+		case <-time.After(min(every, left)):
+		}
+	}
 }
 
 // Cancel stops task id: an active task is cancelled (its handler's context

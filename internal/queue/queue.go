@@ -43,6 +43,9 @@ type Client struct {
 	insp   *asynq.Inspector
 	reg    *tasks.Registry
 	queues map[string]int
+	// minRetention (TASK_RETENTION) is how long, at least, completed tasks
+	// are kept; a type's own longer Retention wins.
+	minRetention time.Duration
 }
 
 // NewClient connects to Redis at redisURL. queues are the queue names workers
@@ -65,6 +68,12 @@ func NewClient(redisURL string, reg *tasks.Registry, queues map[string]int) (*Cl
 		queues: queues,
 	}, nil
 }
+
+// SetMinRetention makes every task enqueued from now on stay in Redis, once
+// completed, for at least d (TASK_RETENTION); a task type's own Retention
+// wins when it is longer, since chosen task IDs deduplicate only while the
+// first task is kept. Call it before enqueueing.
+func (c *Client) SetMinRetention(d time.Duration) { c.minRetention = d }
 
 // Close releases the Redis connections.
 func (c *Client) Close() error { return c.rdb.Close() }
@@ -139,6 +148,11 @@ func (c *Client) EnqueueTask(ctx context.Context, t *asynq.Task, opts ...asynq.O
 }
 
 func (c *Client) enqueue(ctx context.Context, t *asynq.Task, opts ...asynq.Option) (TaskInfo, error) {
+	if c.minRetention > 0 {
+		if typ, ok := c.reg.Lookup(t.Type()); !ok || typ.Opts.Retention < c.minRetention {
+			opts = append([]asynq.Option{asynq.Retention(c.minRetention)}, opts...)
+		}
+	}
 	info, err := c.client.EnqueueContext(ctx, t, opts...)
 	if errors.Is(err, asynq.ErrTaskIDConflict) || errors.Is(err, asynq.ErrDuplicateTask) {
 		return TaskInfo{}, fmt.Errorf("enqueue %s: %w", t.Type(), ErrConflict)

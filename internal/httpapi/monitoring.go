@@ -1,0 +1,117 @@
+package httpapi
+
+import (
+	"crypto/sha256"
+	"net/http"
+	"sync"
+
+	"github.com/labstack/echo/v4"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/conveyor-run/conveyor/internal/config"
+)
+
+// MonitorPath is where the Asynqmon dashboard is mounted.
+const MonitorPath = "/monitoring"
+
+// Monitor is the Asynqmon dashboard in its two modes, built in cmd/api:
+// read-only users get a UI without write actions.
+type Monitor struct {
+	ReadWrite http.Handler
+	ReadOnly  http.Handler
+}
+
+const ctxMonitorUser = "monitor_user"
+
+// addMonitoring mounts the dashboard behind HTTP basic auth. Without users
+// it mounts nothing, so /monitoring/ is a 404: the dashboard is never open.
+func addMonitoring(e *echo.Echo, users []config.MonitorUser, m *Monitor) {
+	if len(users) == 0 || m == nil {
+		return
+	}
+	g := e.Group(MonitorPath, requireMonitorUser(users))
+	g.GET("", func(c echo.Context) error {
+		return c.Redirect(http.StatusMovedPermanently, MonitorPath+"/")
+	})
+	g.Any("/*", handleMonitoring(m))
+}
+
+// handleMonitoring serves the dashboard. Read-only users may only read: any
+// other method is refused here, whatever the UI shows.
+func handleMonitoring(m *Monitor) echo.HandlerFunc {
+	rw, ro := echo.WrapHandler(m.ReadWrite), echo.WrapHandler(m.ReadOnly)
+	return func(c echo.Context) error {
+		u, _ := c.Get(ctxMonitorUser).(config.MonitorUser)
+		if !u.ReadOnly {
+			return rw(c)
+		}
+		switch c.Request().Method {
+		case http.MethodGet, http.MethodHead:
+			return ro(c)
+		}
+		return &APIError{Status: http.StatusForbidden, Code: "forbidden",
+			Message: "user " + u.Name + " has read-only access to the dashboard"}
+	}
+}
+
+// requireMonitorUser checks HTTP basic credentials against MONITOR_USERS
+// and stores the user for handleMonitoring.
+//
+// bcrypt is slow by design and the dashboard polls several endpoints every
+// few seconds, so a successful check is remembered (as a SHA-256 of user,
+// password and hash, never the password itself) for the process's life.
+// Failures are never cached: each one costs a bcrypt comparison, which is
+// what slows guessing down. Unknown names are compared against a dummy hash
+// so that response times do not reveal which names exist.
+func requireMonitorUser(users []config.MonitorUser) echo.MiddlewareFunc {
+	byName := make(map[string]config.MonitorUser, len(users))
+	for _, u := range users {
+		byName[u.Name] = u
+	}
+	dummy, _ := bcrypt.GenerateFromPassword([]byte("conveyor-dummy-password"), bcrypt.MinCost)
+	var mu sync.Mutex
+	verified := map[[sha256.Size]byte]bool{}
+	const maxVerified = 1024
+
+	check := func(name, password string) (config.MonitorUser, bool) {
+		u, known := byName[name]
+		hash := []byte(u.Hash)
+		if !known {
+			hash = dummy
+		}
+		key := sha256.Sum256([]byte(name + "\x00" + password + "\x00" + string(hash)))
+		mu.Lock()
+		ok := verified[key]
+		mu.Unlock()
+		if ok && known {
+			return u, true
+		}
+		if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil || !known {
+			return config.MonitorUser{}, false
+		}
+		mu.Lock()
+		if len(verified) >= maxVerified {
+			clear(verified)
+		}
+		verified[key] = true
+		mu.Unlock()
+		return u, true
+	}
+
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			name, password, ok := c.Request().BasicAuth()
+			if ok {
+				if u, good := check(name, password); good {
+					c.Set(ctxMonitorUser, u)
+					return next(c)
+				}
+			}
+			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Basic realm="Conveyor monitoring", charset="UTF-8"`)
+			if !ok {
+				return errUnauthorized("log in with a MONITOR_USERS name and password")
+			}
+			return errUnauthorized("wrong user name or password")
+		}
+	}
+}
