@@ -1,0 +1,181 @@
+package queue_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/conveyor-run/conveyor/internal/queue"
+	"github.com/conveyor-run/conveyor/internal/store"
+	"github.com/conveyor-run/conveyor/internal/testenv"
+	"github.com/conveyor-run/conveyor/tasks"
+)
+
+var allQueues = map[string]int{"critical": 6, "default": 3, "low": 1}
+
+type relayBundle struct {
+	db     *sqlx.DB
+	dbURL  string
+	client *queue.Client
+	relay  *queue.Relay
+}
+
+func setupRelay(t *testing.T, redisURL string, opts queue.RelayOptions) *relayBundle {
+	t.Helper()
+	d, dbURL := testenv.DB(t)
+	c, err := queue.NewClient(redisURL, tasks.All(), allQueues)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &relayBundle{db: d, dbURL: dbURL, client: c, relay: queue.NewRelay(d, dbURL, c, testenv.Logger(t), opts)}
+}
+
+func addWelcome(t *testing.T, d *sqlx.DB, userID int64) string {
+	t.Helper()
+	b, _ := json.Marshal(tasks.EmailWelcomePayload{UserID: userID})
+	id, err := store.NewOutbox(d).Add(context.Background(), tasks.TypeEmailWelcome, b, "req-"+t.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func TestRelayEnqueuesWithOutboxIDAndMarksSent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	redisURL, _ := testenv.Redis(t)
+	b := setupRelay(t, redisURL, queue.RelayOptions{})
+	id := addWelcome(t, b.db, 7)
+
+	n, failed, err := b.relay.RelayOnce(ctx)
+	if err != nil || n != 1 || failed != 0 {
+		t.Fatalf("RelayOnce = %d, %d, %v", n, failed, err)
+	}
+	info, err := b.client.GetTask(ctx, id, "")
+	if err != nil {
+		t.Fatalf("task %s not in Redis: %v", id, err)
+	}
+	if info.Type != tasks.TypeEmailWelcome || info.Queue != "critical" || string(info.Payload) != `{"user_id":7}` {
+		t.Fatalf("task = %+v", info)
+	}
+	row, _ := store.NewOutbox(b.db).Get(ctx, id)
+	if row.SentAt == nil {
+		t.Fatal("row not marked sent")
+	}
+	if n, _, _ := b.relay.RelayOnce(ctx); n != 0 {
+		t.Fatalf("a sent row was relayed again (%d)", n)
+	}
+}
+
+// A relay that enqueued a row and died before committing "sent" leaves the
+// row due; the next relay's enqueue hits the task ID and counts it as sent,
+// so there is still exactly one task.
+func TestRelayTreatsTaskIDConflictAsSent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	redisURL, _ := testenv.Redis(t)
+	b := setupRelay(t, redisURL, queue.RelayOptions{})
+	id := addWelcome(t, b.db, 8)
+
+	task, err := tasks.New(tasks.EmailWelcomePayload{UserID: 8}, asynq.TaskID(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.client.EnqueueTask(ctx, task); err != nil { // the crashed relay's enqueue
+		t.Fatal(err)
+	}
+	n, failed, err := b.relay.RelayOnce(ctx)
+	if err != nil || n != 1 || failed != 0 {
+		t.Fatalf("RelayOnce = %d, %d, %v", n, failed, err)
+	}
+	row, _ := store.NewOutbox(b.db).Get(ctx, id)
+	if row.SentAt == nil {
+		t.Fatal("conflicting row not marked sent")
+	}
+	stats, err := b.client.Queues(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range stats {
+		if q.Queue == "critical" && q.Pending != 1 {
+			t.Fatalf("critical queue holds %d tasks, want 1", q.Pending)
+		}
+	}
+}
+
+// With Redis unreachable the row stays unsent, counts in the stats, records
+// its error and backs off; once Redis is back it goes out.
+func TestRelayBacksOffWhileRedisIsDown(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	down := setupRelay(t, "redis://"+testenv.FreeAddr(t)+"/0", queue.RelayOptions{RetryBase: time.Hour, RetryCap: 2 * time.Hour})
+	id := addWelcome(t, down.db, 9)
+
+	n, failed, err := down.relay.RelayOnce(ctx)
+	if err != nil || n != 1 || failed != 1 {
+		t.Fatalf("RelayOnce with Redis down = %d, %d, %v", n, failed, err)
+	}
+	ob := store.NewOutbox(down.db)
+	row, _ := ob.Get(ctx, id)
+	if row.SentAt != nil || row.Attempts != 1 || row.LastError == "" || !row.NextAttemptAt.After(time.Now().Add(30*time.Minute)) {
+		t.Fatalf("row after failure = %+v", row)
+	}
+	if st, _ := ob.Stats(ctx); st.Pending != 1 || st.Retrying != 1 {
+		t.Fatalf("stats = %+v", st)
+	}
+	if n, _, _ := down.relay.RelayOnce(ctx); n != 0 {
+		t.Fatal("a backing-off row was retried early")
+	}
+
+	// Redis is back (a relay with a working client on the same database),
+	// and the backoff has passed.
+	redisURL, _ := testenv.Redis(t)
+	up, err := queue.NewClient(redisURL, tasks.All(), allQueues)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	if err := ob.MarkFailed(ctx, id, row.LastError, 0); err != nil { // due now
+		t.Fatal(err)
+	}
+	relay := queue.NewRelay(down.db, down.dbURL, up, testenv.Logger(t), queue.RelayOptions{})
+	if n, failed, err := relay.RelayOnce(ctx); n != 1 || failed != 0 || err != nil {
+		t.Fatalf("RelayOnce after recovery = %d, %d, %v", n, failed, err)
+	}
+	if _, err := up.GetTask(ctx, id, ""); err != nil {
+		t.Fatalf("task not enqueued after recovery: %v", err)
+	}
+}
+
+// Run is woken by NOTIFY at commit: with polling set to an hour, a new row
+// still goes out promptly.
+func TestRelayRunWakesOnNotify(t *testing.T) {
+	t.Parallel()
+	redisURL, _ := testenv.Redis(t)
+	b := setupRelay(t, redisURL, queue.RelayOptions{Poll: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.relay.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	time.Sleep(200 * time.Millisecond) // let the first (empty) drain and LISTEN happen
+	id := addWelcome(t, b.db, 10)
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		_, err := b.client.GetTask(context.Background(), id, "")
+		return err == nil
+	}, "outbox row %s was not relayed after NOTIFY", id)
+	if _, err := b.client.GetTask(context.Background(), "nope", ""); !errors.Is(err, queue.ErrNotFound) {
+		t.Fatalf("GetTask(nope) = %v", err)
+	}
+}
