@@ -20,6 +20,7 @@ import (
 	"github.com/conveyor-run/conveyor/internal/httpapi"
 	"github.com/conveyor-run/conveyor/internal/observe"
 	"github.com/conveyor-run/conveyor/internal/queue"
+	"github.com/conveyor-run/conveyor/internal/schedule"
 	"github.com/conveyor-run/conveyor/tasks"
 )
 
@@ -125,7 +126,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	limiter := auth.NewLimiter(cfg.LoginMaxFailures, cfg.LoginWindow)
 
 	handler := httpapi.NewServer(httpapi.Options{APIToken: cfg.APIToken, CORSAllowedOrigins: cfg.CORSAllowedOrigins, BodyLimit: cfg.BodyLimit, MonitorUsers: cfg.MonitorUsers},
-		httpapi.Deps{Log: log, DB: database, Queue: q, Tokens: tokens, Limiter: limiter, Metrics: reg, Monitor: monitor})
+		httpapi.Deps{Log: log, DB: database, Queue: q, Tokens: tokens, Limiter: limiter, Metrics: reg, Monitor: monitor,
+			Schedules: schedule.NewCatalog(database, q.Redis(), q, tasks.All(), cfg.Queues)})
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

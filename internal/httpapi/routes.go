@@ -39,4 +39,10 @@ func addRoutes(e *echo.Echo, opts Options, d Deps) {
 	admin.DELETE("/tasks/:id", handleTaskCancel(d.Queue, opts.CancelWait))
 	admin.POST("/tasks/:id/run", handleTaskRun(d.Queue))
 	admin.GET("/queues", handleQueueList(d.Queue, d.DB))
+	admin.GET("/schedules", handleScheduleList(d.Schedules))
+	admin.POST("/schedules", handleScheduleCreate(d.Schedules))
+	admin.GET("/schedules/:name", handleScheduleGet(d.Schedules))
+	admin.PATCH("/schedules/:name", handleSchedulePatch(d.Schedules))
+	admin.DELETE("/schedules/:name", handleScheduleDelete(d.Schedules))
+	admin.POST("/schedules/:name/fire", handleScheduleFire(d.Schedules))
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/conveyor-run/conveyor/internal/config"
 	"github.com/conveyor-run/conveyor/internal/observe"
 	"github.com/conveyor-run/conveyor/internal/queue"
+	"github.com/conveyor-run/conveyor/internal/schedule"
 )
 
 // Options configure the server.
@@ -51,6 +52,9 @@ type Deps struct {
 	Metrics *prometheus.Registry
 	// Monitor is the Asynqmon dashboard (nil: none).
 	Monitor *Monitor
+	// Schedules serves /api/v1/schedules (database and file schedules,
+	// the scheduler leader).
+	Schedules *schedule.Catalog
 }
 
 // NewServer builds the Echo instance with its middleware and routes.
