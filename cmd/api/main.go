@@ -21,6 +21,7 @@ import (
 	"github.com/conveyor-run/conveyor/internal/observe"
 	"github.com/conveyor-run/conveyor/internal/queue"
 	"github.com/conveyor-run/conveyor/internal/schedule"
+	"github.com/conveyor-run/conveyor/internal/store"
 	"github.com/conveyor-run/conveyor/tasks"
 )
 
@@ -96,7 +97,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// Queue statistics are exported by the api only: one kind of process,
 	// so the numbers are not repeated by every worker.
 	reg := observe.NewRegistry()
-	reg.MustRegister(observe.NewQueueCollector(q.QueueSnapshots, nil, log))
+	outbox := store.NewOutbox(database)
+	reg.MustRegister(observe.NewQueueCollector(q.QueueSnapshots, func(ctx context.Context) (observe.OutboxSnapshot, error) {
+		s, err := outbox.Stats(ctx)
+		return observe.OutboxSnapshot{Pending: s.Pending, Oldest: time.Duration(s.OldestSeconds * float64(time.Second))}, err
+	}, log))
 
 	var monitor *httpapi.Monitor
 	if len(cfg.MonitorUsers) > 0 {

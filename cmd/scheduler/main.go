@@ -73,6 +73,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr 
 		return err
 	}
 	defer q.Close()
+	q.SetMinRetention(cfg.TaskRetention)
 
 	lease := schedule.NewLease(q.Redis(), id, cfg.LeaseTTL, log)
 	log = log.With("scheduler_id", lease.ID())

@@ -13,6 +13,13 @@ SERVICES=deploy/local/services.sh
 eval "$("$SERVICES" env)"
 echo "test: services stay running; stop them with: make services-stop" >&2
 
+# Headless Chromium for the dashboard browser test (internal/e2e); installed once with apt-get.
+if CHROMIUM_BIN=$(deploy/local/browser.sh); then
+	export CHROMIUM_BIN
+else
+	echo "test: chromium is not available; the dashboard browser test will fail" >&2
+fi
+
 failed=()
 step() {
 	echo "== $*" >&2

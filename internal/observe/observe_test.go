@@ -24,7 +24,9 @@ func TestQueueCollectorExportsAsynqNames(t *testing.T) {
 			ProcessedTotal: 10, FailedTotal: 2, Paused: true,
 		}}, nil
 	}
-	outbox := func(context.Context) (int64, error) { return 7, nil }
+	outbox := func(context.Context) (observe.OutboxSnapshot, error) {
+		return observe.OutboxSnapshot{Pending: 7, Oldest: 90 * time.Second}, nil
+	}
 	c := observe.NewQueueCollector(snap, outbox, testenv.Logger(t))
 
 	want := `
@@ -37,7 +39,7 @@ asynq_queue_memory_usage_approx_bytes{queue="default"} 2048
 # HELP asynq_queue_paused_total 1 if the queue is paused.
 # TYPE asynq_queue_paused_total gauge
 asynq_queue_paused_total{queue="default"} 1
-# HELP asynq_queue_size Tasks in a queue (pending, active, scheduled, retry, aggregating and archived).
+# HELP asynq_queue_size Tasks in a queue, in any state, as asynq counts them (completed tasks kept for their retention included); for the backlog use asynq_tasks_enqueued_total{state="pending"}.
 # TYPE asynq_queue_size gauge
 asynq_queue_size{queue="default"} 4
 # HELP asynq_tasks_enqueued_total Tasks in a queue right now, by state (a gauge despite its name, as in asynq's x/metrics).
@@ -50,6 +52,9 @@ asynq_tasks_failed_total{queue="default"} 2
 # HELP asynq_tasks_processed_total Tasks processed, succeeded or failed, since the queue was created.
 # TYPE asynq_tasks_processed_total counter
 asynq_tasks_processed_total{queue="default"} 10
+# HELP conveyor_outbox_oldest_seconds Age of the oldest outbox row not yet enqueued (0 if none).
+# TYPE conveyor_outbox_oldest_seconds gauge
+conveyor_outbox_oldest_seconds 90
 # HELP conveyor_outbox_pending Outbox rows written by business transactions and not yet enqueued.
 # TYPE conveyor_outbox_pending gauge
 conveyor_outbox_pending 7

@@ -12,7 +12,7 @@ import (
 type QueueSnapshot struct {
 	Queue          string
 	States         map[string]int // tasks by state: pending, active, scheduled, retry, archived, completed, aggregating
-	Size           int            // every task in the queue except completed ones
+	Size           int            // every task in the queue, as asynq counts them
 	Latency        time.Duration  // how long the oldest pending task has waited
 	MemoryBytes    int64          // approximate (sampled) Redis memory use
 	ProcessedTotal int            // cumulative tasks processed (succeeded or failed)
@@ -24,8 +24,14 @@ type QueueSnapshot struct {
 // asynq's Inspector).
 type QueueSnapshotFunc func(ctx context.Context) ([]QueueSnapshot, error)
 
-// CountFunc reads one number, such as the outbox rows not yet enqueued.
-type CountFunc func(ctx context.Context) (int64, error)
+// OutboxSnapshot is the transactional outbox's backlog at scrape time.
+type OutboxSnapshot struct {
+	Pending int64         // rows not yet enqueued
+	Oldest  time.Duration // age of the oldest of them (0 if none)
+}
+
+// OutboxFunc reads the outbox backlog (store.Outbox does).
+type OutboxFunc func(ctx context.Context) (OutboxSnapshot, error)
 
 // QueueCollector exports queue sizes, latency and totals at scrape time. The
 // metric names are those of asynq's x/metrics collector, which Asynqmon's
@@ -34,16 +40,17 @@ type CountFunc func(ctx context.Context) (int64, error)
 // do not.
 type QueueCollector struct {
 	snapshot QueueSnapshotFunc
-	outbox   CountFunc
+	outbox   OutboxFunc
 	log      *slog.Logger
 	timeout  time.Duration
 
-	up, enqueued, size, latency, memory, processed, failed, paused, outboxPending *prometheus.Desc
+	up, enqueued, size, latency, memory, processed, failed, paused *prometheus.Desc
+	outboxPending, outboxOldest                                    *prometheus.Desc
 }
 
 // NewQueueCollector returns a collector over snapshot. outbox may be nil
-// (then conveyor_outbox_pending is not exported).
-func NewQueueCollector(snapshot QueueSnapshotFunc, outbox CountFunc, log *slog.Logger) *QueueCollector {
+// (then the conveyor_outbox_* metrics are not exported).
+func NewQueueCollector(snapshot QueueSnapshotFunc, outbox OutboxFunc, log *slog.Logger) *QueueCollector {
 	q := []string{"queue"}
 	return &QueueCollector{
 		snapshot: snapshot, outbox: outbox, log: log, timeout: 5 * time.Second,
@@ -52,7 +59,7 @@ func NewQueueCollector(snapshot QueueSnapshotFunc, outbox CountFunc, log *slog.L
 		enqueued: prometheus.NewDesc("asynq_tasks_enqueued_total",
 			"Tasks in a queue right now, by state (a gauge despite its name, as in asynq's x/metrics).", []string{"queue", "state"}, nil),
 		size: prometheus.NewDesc("asynq_queue_size",
-			"Tasks in a queue (pending, active, scheduled, retry, aggregating and archived).", q, nil),
+			"Tasks in a queue, in any state, as asynq counts them (completed tasks kept for their retention included); for the backlog use asynq_tasks_enqueued_total{state=\"pending\"}.", q, nil),
 		latency: prometheus.NewDesc("asynq_queue_latency_seconds",
 			"How long the oldest pending task of a queue has waited.", q, nil),
 		memory: prometheus.NewDesc("asynq_queue_memory_usage_approx_bytes",
@@ -65,6 +72,8 @@ func NewQueueCollector(snapshot QueueSnapshotFunc, outbox CountFunc, log *slog.L
 			"1 if the queue is paused.", q, nil),
 		outboxPending: prometheus.NewDesc("conveyor_outbox_pending",
 			"Outbox rows written by business transactions and not yet enqueued.", nil, nil),
+		outboxOldest: prometheus.NewDesc("conveyor_outbox_oldest_seconds",
+			"Age of the oldest outbox row not yet enqueued (0 if none).", nil, nil),
 	}
 }
 
@@ -75,6 +84,7 @@ func (c *QueueCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	if c.outbox != nil {
 		ch <- c.outboxPending
+		ch <- c.outboxOldest
 	}
 }
 
@@ -84,10 +94,11 @@ func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	if c.outbox != nil {
-		if n, err := c.outbox(ctx); err != nil {
-			c.log.Warn("metrics: count outbox", "err", err)
+		if o, err := c.outbox(ctx); err != nil {
+			c.log.Warn("metrics: outbox backlog", "err", err)
 		} else {
-			ch <- prometheus.MustNewConstMetric(c.outboxPending, prometheus.GaugeValue, float64(n))
+			ch <- prometheus.MustNewConstMetric(c.outboxPending, prometheus.GaugeValue, float64(o.Pending))
+			ch <- prometheus.MustNewConstMetric(c.outboxOldest, prometheus.GaugeValue, o.Oldest.Seconds())
 		}
 	}
 	queues, err := c.snapshot(ctx)
