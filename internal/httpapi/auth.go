@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -231,7 +232,7 @@ func handleLogin(d Deps) echo.HandlerFunc {
 		if err := c.Validate(req); err != nil {
 			return err
 		}
-		key := strings.ToLower(strings.TrimSpace(req.Email)) + "|" + c.RealIP()
+		key := strings.ToLower(strings.TrimSpace(req.Email)) + "|" + peerIP(c)
 		if blocked, wait := d.Limiter.Blocked(key); blocked {
 			return errTooManyRequests(c, wait)
 		}
@@ -258,4 +259,15 @@ func handleLogin(d Deps) echo.HandlerFunc {
 		return c.JSON(http.StatusOK, response{AccessToken: tok, TokenType: "bearer",
 			ExpiresIn: int64(d.Tokens.TTL().Seconds())})
 	}
+}
+
+// peerIP is the address of the TCP peer. Unlike echo's RealIP it ignores
+// X-Forwarded-For, which any client can set: behind a reverse proxy every
+// client shares the proxy's address, and the limit is effectively per email.
+func peerIP(c echo.Context) string {
+	host, _, err := net.SplitHostPort(c.Request().RemoteAddr)
+	if err != nil {
+		return c.Request().RemoteAddr
+	}
+	return host
 }

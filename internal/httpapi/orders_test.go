@@ -1,0 +1,217 @@
+package httpapi_test
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"testing"
+
+	"github.com/conveyor-run/conveyor/internal/queue"
+	"github.com/conveyor-run/conveyor/internal/store"
+	"github.com/conveyor-run/conveyor/internal/testenv"
+)
+
+type orderJSON struct {
+	ID         int64    `json:"id"`
+	UserID     int64    `json:"user_id"`
+	Status     string   `json:"status"`
+	TotalCents int64    `json:"total_cents"`
+	Currency   string   `json:"currency"`
+	TaskIDs    []string `json:"task_ids"`
+}
+
+func anOrder() map[string]any {
+	return map[string]any{"currency": "EUR", "items": []map[string]any{
+		{"sku": "book", "quantity": 2, "unit_price_cents": 1250},
+		{"sku": "pen", "quantity": 1, "unit_price_cents": 99},
+	}}
+}
+
+func TestOrderCreateWritesOrderAndOutboxTogether(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupProduct(t, "")
+	u, authz := b.register(t, "buyer@example.com")
+	var o orderJSON
+	rec := b.call(t, "POST", "/api/v1/orders", authz, anOrder(), &o)
+	if rec.Code != http.StatusCreated || o.Status != "pending" || o.TotalCents != 2599 || o.UserID != u.ID || len(o.TaskIDs) != 2 {
+		t.Fatalf("create: %d %s", rec.Code, rec.Body)
+	}
+	// Relay the outbox (the api process does this continuously) and find
+	// the tasks under the IDs the response promised.
+	relay := queue.NewRelay(b.db, b.dbURL, b.q, testenv.Logger(t), queue.RelayOptions{})
+	if _, _, err := relay.RelayOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	types := map[string]bool{}
+	for _, id := range o.TaskIDs {
+		var task struct {
+			Type string `json:"type"`
+		}
+		if rec := b.call(t, "GET", "/api/v1/tasks/"+id, "Bearer "+token, nil, &task); rec.Code != http.StatusOK {
+			t.Fatalf("task %s: %d %s", id, rec.Code, rec.Body)
+		}
+		types[task.Type] = true
+	}
+	if !types["order:process"] || !types["email:order_confirmation"] {
+		t.Fatalf("triggered task types = %v", types)
+	}
+	var got orderJSON
+	if rec := b.call(t, "GET", "/api/v1/orders/"+itoa(o.ID), authz, nil, &got); rec.Code != http.StatusOK || got.ID != o.ID {
+		t.Fatalf("get own order: %d %s", rec.Code, rec.Body)
+	}
+}
+
+func TestOrderCreateValidation(t *testing.T) {
+	t.Parallel()
+	b := setupProduct(t, "")
+	_, authz := b.register(t, "v@example.com")
+	cases := []struct {
+		name  string
+		body  any
+		field string
+	}{
+		{"no items", map[string]any{"currency": "EUR", "items": []any{}}, "items"},
+		{"missing items", map[string]any{"currency": "EUR"}, "items"},
+		{"quantity 0", map[string]any{"currency": "EUR", "items": []map[string]any{{"sku": "a", "quantity": 0, "unit_price_cents": 1}}}, "items[0].quantity"},
+		{"negative price", map[string]any{"currency": "EUR", "items": []map[string]any{{"sku": "a", "quantity": 1, "unit_price_cents": -5}}}, "items[0].unit_price_cents"},
+		{"missing price", map[string]any{"currency": "EUR", "items": []map[string]any{{"sku": "a", "quantity": 1}}}, "items[0].unit_price_cents"},
+		{"blank sku", map[string]any{"currency": "EUR", "items": []map[string]any{{"sku": " ", "quantity": 1, "unit_price_cents": 1}}}, "items[0].sku"},
+		{"currency not ISO", map[string]any{"currency": "EURO", "items": []map[string]any{{"sku": "a", "quantity": 1, "unit_price_cents": 1}}}, "currency"},
+		{"currency unknown", map[string]any{"currency": "XYZ", "items": []map[string]any{{"sku": "a", "quantity": 1, "unit_price_cents": 1}}}, "currency"},
+		{"quantity as string", `{"currency":"EUR","items":[{"sku":"a","quantity":"2","unit_price_cents":1}]}`, "items.quantity"},
+		{"unknown field", `{"currency":"EUR","items":[],"coupon":"X"}`, "coupon"},
+	}
+	for _, tc := range cases {
+		var e errorBody
+		rec := b.call(t, "POST", "/api/v1/orders", authz, tc.body, &e)
+		if rec.Code != http.StatusUnprocessableEntity || e.Error.Fields[tc.field] == "" {
+			t.Errorf("%s: %d %s; want 422 naming %q", tc.name, rec.Code, rec.Body, tc.field)
+		}
+	}
+	orders, total, _ := store.NewOrders(b.db).List(context.Background(), 0, store.Page{Limit: 10})
+	if total != 0 || len(orders) != 0 {
+		t.Fatalf("invalid requests wrote %d orders", total)
+	}
+	if st, _ := store.NewOutbox(b.db).Stats(context.Background()); st.Pending != 1 { // the welcome email only
+		t.Fatalf("invalid requests wrote outbox rows: %+v", st)
+	}
+}
+
+func TestOrderIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupProduct(t, "")
+	u, authz := b.register(t, "idem@example.com")
+	_, other := b.register(t, "other@example.com")
+
+	var first, again orderJSON
+	rec := b.call(t, "POST", "/api/v1/orders", authz, anOrder(), &first, "Idempotency-Key", "order-1")
+	if rec.Code != http.StatusCreated {
+		t.Fatalf("first: %d %s", rec.Code, rec.Body)
+	}
+	rec = b.call(t, "POST", "/api/v1/orders", authz, anOrder(), &again, "Idempotency-Key", "order-1")
+	if rec.Code != http.StatusCreated || again.ID != first.ID || rec.Header().Get("Idempotent-Replayed") != "true" ||
+		len(again.TaskIDs) != 2 || again.TaskIDs[0] != first.TaskIDs[0] {
+		t.Fatalf("replay: %d %s (first %+v)", rec.Code, rec.Body, first)
+	}
+	changed := anOrder()
+	changed["currency"] = "USD"
+	var e errorBody
+	if rec := b.call(t, "POST", "/api/v1/orders", authz, changed, &e, "Idempotency-Key", "order-1"); rec.Code != http.StatusUnprocessableEntity ||
+		e.Error.Code != "idempotency_key_reused" {
+		t.Fatalf("same key, other body: %d %s", rec.Code, rec.Body)
+	}
+	// Keys are per caller: another user's "order-1" is a new order.
+	var theirs orderJSON
+	if rec := b.call(t, "POST", "/api/v1/orders", other, anOrder(), &theirs, "Idempotency-Key", "order-1"); rec.Code != http.StatusCreated || theirs.ID == first.ID {
+		t.Fatalf("other user's key: %d %s", rec.Code, rec.Body)
+	}
+
+	// Concurrent retries with one key create one order.
+	const n = 8
+	ids := make([]int64, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var o orderJSON
+			rec := b.call(t, "POST", "/api/v1/orders", authz, anOrder(), &o, "Idempotency-Key", "burst")
+			if rec.Code != http.StatusCreated {
+				t.Errorf("burst %d: %d %s", i, rec.Code, rec.Body)
+			}
+			ids[i] = o.ID
+		}()
+	}
+	wg.Wait()
+	for _, id := range ids {
+		if id != ids[0] {
+			t.Fatalf("concurrent requests with one key created different orders: %v", ids)
+		}
+	}
+	_, total, err := store.NewOrders(b.db).List(ctx, u.ID, store.Page{Limit: 100})
+	if err != nil || total != 2 {
+		t.Fatalf("user has %d orders, want 2 (order-1 and burst): %v", total, err)
+	}
+	if st, _ := store.NewOutbox(b.db).Stats(ctx); st.Pending != 2+3*2 { // 2 welcomes + 3 orders × 2 tasks
+		t.Fatalf("outbox rows = %+v", st)
+	}
+}
+
+func TestTaskIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	b := setupProduct(t, "")
+	key := b.apiKey(t, "svc")
+	body := map[string]any{"type": "system:ping", "payload": map[string]any{}}
+	var first, again struct {
+		ID string `json:"id"`
+	}
+	if rec := b.call(t, "POST", "/api/v1/tasks", key, body, &first, "Idempotency-Key", "ping-1"); rec.Code != http.StatusAccepted {
+		t.Fatalf("first: %d %s", rec.Code, rec.Body)
+	}
+	rec := b.call(t, "POST", "/api/v1/tasks", key, body, &again, "Idempotency-Key", "ping-1")
+	if rec.Code != http.StatusAccepted || again.ID != first.ID || rec.Header().Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("replay: %d %s, first id %s", rec.Code, rec.Body, first.ID)
+	}
+	if rec := b.call(t, "POST", "/api/v1/tasks", key, map[string]any{"type": "system:ping", "queue": "low"}, nil, "Idempotency-Key", "ping-1"); rec.Code != http.StatusUnprocessableEntity {
+		t.Fatalf("same key, other body: %d %s", rec.Code, rec.Body)
+	}
+	// A failed request does not burn its key.
+	if rec := b.call(t, "POST", "/api/v1/tasks", key, map[string]any{"type": "nope"}, nil, "Idempotency-Key", "ping-2"); rec.Code != http.StatusUnprocessableEntity {
+		t.Fatalf("bad type: %d", rec.Code)
+	}
+	var third struct {
+		ID string `json:"id"`
+	}
+	if rec := b.call(t, "POST", "/api/v1/tasks", key, map[string]any{"type": "nope"}, nil, "Idempotency-Key", "ping-2"); rec.Code != http.StatusUnprocessableEntity {
+		t.Fatalf("bad type again: %d", rec.Code)
+	}
+	if rec := b.call(t, "POST", "/api/v1/tasks", key, body, &third, "Idempotency-Key", "ping-3"); rec.Code != http.StatusAccepted || third.ID == first.ID {
+		t.Fatalf("new key: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// While Redis is down orders are still accepted: their tasks wait in the
+// outbox, which GET /api/v1/queues reports.
+func TestOrdersAcceptedWhileRedisIsDown(t *testing.T) {
+	t.Parallel()
+	b := setupProduct(t, "redis://"+testenv.FreeAddr(t)+"/0")
+	_, authz := b.register(t, "storm@example.com")
+	for range 3 {
+		if rec := b.call(t, "POST", "/api/v1/orders", authz, anOrder(), nil); rec.Code != http.StatusCreated {
+			t.Fatalf("order while Redis is down: %d %s", rec.Code, rec.Body)
+		}
+	}
+	var out struct {
+		OutboxPending int64 `json:"outbox_pending"`
+		Queues        []any `json:"queues"`
+		Error         struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	rec := b.call(t, "GET", "/api/v1/queues", "Bearer "+token, nil, &out)
+	if rec.Code != http.StatusServiceUnavailable || out.OutboxPending != 1+3*2 || out.Error.Code != "redis_unavailable" || out.Queues == nil {
+		t.Fatalf("queues while Redis is down: %d %s", rec.Code, rec.Body)
+	}
+}
