@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,7 +63,8 @@ type cluster struct {
 	rdb   *redis.Client
 	mu    sync.Mutex
 	procs map[string]*testenv.Proc
-	all   []*testenv.Proc // including stopped and killed ones, for their logs
+	addrs map[string]string // id → side port base URL
+	all   []*testenv.Proc   // including stopped and killed ones, for their logs
 }
 
 func newCluster(t *testing.T, schedulesYAML string, extraEnv ...string) *cluster {
@@ -81,7 +84,7 @@ func newCluster(t *testing.T, schedulesYAML string, extraEnv ...string) *cluster
 		"SCHEDULER_LEASE_TTL=3s",
 		"SCHEDULE_SYNC_INTERVAL=500ms",
 	}, extraEnv...)
-	return &cluster{t: t, bin: schedulerBin(t), env: env, rdb: rdb, procs: map[string]*testenv.Proc{}}
+	return &cluster{t: t, bin: schedulerBin(t), env: env, rdb: rdb, procs: map[string]*testenv.Proc{}, addrs: map[string]string{}}
 }
 
 // start runs replica id and waits for its /healthz.
@@ -93,6 +96,7 @@ func (c *cluster) start(id string, extraEnv ...string) *testenv.Proc {
 	testenv.WaitHTTP(c.t, "http://"+addr+"/healthz", 30*time.Second, p)
 	c.mu.Lock()
 	c.procs[id], c.all = p, append(c.all, p)
+	c.addrs[id] = "http://" + addr
 	c.mu.Unlock()
 	return p
 }
@@ -219,6 +223,20 @@ func TestThreeReplicasFireEachTickOnce(t *testing.T) {
 	}
 	testenv.Eventually(t, 20*time.Second, func() bool { return len(c.ticks("every")) > 0 }, "no tick fired")
 	time.Sleep(10 * time.Second)
+	// Exactly one replica says it leads, and it is the one that fires.
+	leaders := 0
+	for id, addr := range c.addrs {
+		m := scrape(t, addr)
+		if sample(m, "conveyor_scheduler_is_leader") == "1" {
+			leaders++
+			if v := sample(m, `conveyor_schedule_fires_total{outcome="enqueued",schedule="every"}`); v == "" || v == "0" {
+				t.Errorf("leader %s has no fires counted:\n%s", id, m)
+			}
+		}
+	}
+	if leaders != 1 {
+		t.Errorf("%d replicas report conveyor_scheduler_is_leader 1, want 1", leaders)
+	}
 	for _, p := range c.procs {
 		if err := p.Stop(20 * time.Second); err != nil {
 			t.Errorf("%s: %v", p.Name, err)
@@ -300,4 +318,30 @@ func lastEnqueuedTick(p *testenv.Proc) int64 {
 		}
 	}
 	return last
+}
+
+// scrape returns the /metrics text of a replica.
+func scrape(t *testing.T, base string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// sample returns the value of the series named exactly series (name plus
+// labels) in a Prometheus text exposition, or "" when it is absent.
+func sample(exposition, series string) string {
+	for line := range strings.Lines(exposition) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
+			return v
+		}
+	}
+	return ""
 }

@@ -294,11 +294,12 @@ func (e *Engine) Fire(ctx context.Context, en *Entry, tick time.Time) string {
 		log = log.With("late", late.Round(time.Millisecond).String())
 	}
 	minRetention := max(10*time.Minute, 2*en.window(e.opts.CatchupWindow))
-	opts := append(en.options(), asynq.TaskID(id), asynq.Retention(en.Retention(tick, minRetention)))
 	outcome := FireEnqueued
-	t, err := tasks.NewWithHeaders(en.taskOpts, map[string]string{"schedule": en.Name}, opts...)
+	t, err := tasks.NewWithHeaders(en.taskOpts, map[string]string{"schedule": en.Name}, en.options()...)
 	if err == nil {
-		_, err = e.q.EnqueueTask(ctx, t)
+		// ID and retention as enqueue options: they win over any default the
+		// client adds, and the dedupe window must be ours.
+		_, err = e.q.EnqueueTask(ctx, t, asynq.TaskID(id), asynq.Retention(en.Retention(tick, minRetention)))
 	}
 	switch {
 	case err == nil:

@@ -247,3 +247,29 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// Without notifications the syncer still picks a new row up within its
+// interval.
+func TestSyncerPollsWithoutNotifications(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d, _ := testenv.DB(t)
+	b := setupEngine(t, time.Minute)
+	rows := store.NewSchedules(d)
+	s := NewSyncer(rows.List, tasks.All(), b.engine, testenv.Logger(t), nil)
+	if err := s.Start(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	go s.Run(ctx, 200*time.Millisecond, nil)
+	r := store.Schedule{Name: "polled", Spec: "@hourly", Timezone: "UTC", TaskType: tasks.TypeSystemPing, Enabled: true}
+	if err := rows.Create(ctx, &r); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() bool { return len(b.engine.Entries()) == 1 }, "row not synced")
+	r.Enabled = false
+	if err := rows.Update(ctx, &r); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() bool { return len(b.engine.Entries()) == 0 }, "disabled row still scheduled")
+}
