@@ -85,7 +85,8 @@ type Handler[P Payload] func(ctx context.Context, p P) error
 // with err as its last error.
 func Permanent(err error) error { return fmt.Errorf("%w (%w)", err, asynq.SkipRetry) }
 
-// FieldErrors maps a payload field (its JSON name) to what is wrong with it.
+// FieldErrors maps a field (its JSON name, e.g. "payload.user_id" or "spec")
+// to what is wrong with it.
 type FieldErrors map[string]string
 
 func (f FieldErrors) Error() string {
@@ -94,7 +95,7 @@ func (f FieldErrors) Error() string {
 	for i, k := range keys {
 		parts[i] = k + ": " + f[k]
 	}
-	return "invalid payload: " + strings.Join(parts, "; ")
+	return "invalid fields: " + strings.Join(parts, "; ")
 }
 
 // ErrUnknownType is returned for a type that is not registered.

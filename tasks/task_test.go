@@ -157,7 +157,7 @@ func TestMuxArchivesBadPayloadAndMatchesExactly(t *testing.T) {
 func TestFieldErrorsMessage(t *testing.T) {
 	t.Parallel()
 	err := tasks.FieldErrors{"b": "bad", "a": "worse"}
-	if got := err.Error(); got != "invalid payload: a: worse; b: bad" {
+	if got := err.Error(); got != "invalid fields: a: worse; b: bad" {
 		t.Fatalf("Error() = %q", got)
 	}
 	b, _ := json.Marshal(err)
