@@ -34,13 +34,15 @@ func main() {
 	}
 }
 
-const usage = `usage: api [serve|migrate|createuser|createkey]
+const usage = `usage: api [serve|migrate|createuser|createkey|hashpassword]
 
   serve       run the HTTP API and the outbox relay (default)
   migrate     apply database migrations and exit
   createuser  --email E --name N [--admin] [--password-env VAR]: create a user
               (the password is read from stdin unless --password-env names a variable)
-  createkey   --name NAME: create an API key (printed once; acts as admin)`
+  createkey   --name NAME: create an API key (printed once; acts as admin)
+  hashpassword [--password-env VAR]: print the bcrypt hash of a password read
+              from stdin, for MONITOR_USERS (name:hash[:ro])`
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cmd := "serve"
@@ -49,6 +51,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if cmd == "createuser" || cmd == "createkey" {
 		return runAdmin(ctx, cmd, args[2:], getenv, os.Stdin, stdout)
+	}
+	if cmd == "hashpassword" {
+		return runHashPassword(args[2:], getenv, os.Stdin, stdout)
 	}
 	switch cmd {
 	case "serve", "migrate":

@@ -73,7 +73,16 @@ export DEV_MODE=${DEV_MODE:-true}
 export LOG_FORMAT=${LOG_FORMAT:-text}
 export HTTP_ADDR=127.0.0.1:$API_PORT
 export SCHEDULES_FILE=${SCHEDULES_FILE:-deploy/schedules.yaml}
-if [[ -n ${MONITOR_USERS:-} ]]; then export MONITOR_USERS; fi
+# The dashboard is off without MONITOR_USERS: make a local login unless one is given.
+if [[ -z ${MONITOR_USERS:-} ]]; then
+	DASHBOARD_USER=admin
+	DASHBOARD_PASSWORD=$(rand_hex 12)
+	MONITOR_USERS="$DASHBOARD_USER:$(printf '%s\n' "$DASHBOARD_PASSWORD" | bin/api hashpassword)"
+	dashboard_login="login $DASHBOARD_USER / $DASHBOARD_PASSWORD"
+else
+	dashboard_login="the users of MONITOR_USERS"
+fi
+export MONITOR_USERS
 
 bin/api migrate
 
@@ -100,7 +109,7 @@ cat <<EOF
 
   Conveyor is running (Ctrl-C to stop)
     API                $API   (health $API/healthz, ready $API/readyz, metrics $API/metrics)
-    Dashboard          $API/monitoring/
+    Dashboard          $API/monitoring/   ($dashboard_login)
     Worker metrics     http://127.0.0.1:$WORKER_METRICS_PORT/metrics
     Scheduler metrics  http://127.0.0.1:$SCHEDULER_METRICS_PORT/metrics
     API token          $API_TOKEN
@@ -108,8 +117,12 @@ cat <<EOF
   Enqueue a task:
     TOKEN=$API_TOKEN
     curl -s -X POST $API/api/v1/tasks -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' -d '{"type":"system:ping","payload":{}}'
-  Look it up (id from the answer above):
-    curl -s $API/api/v1/tasks/<id> -H "Authorization: Bearer \$TOKEN"
+  Look it up (id from the answer above; ?wait=10s waits for it to finish):
+    curl -s "$API/api/v1/tasks/<id>?wait=10s" -H "Authorization: Bearer \$TOKEN"
+  As a user: register, log in, create an order (README: "A tour with curl"):
+    curl -s -X POST $API/api/v1/auth/register -H 'Content-Type: application/json' -d '{"email":"ada@example.com","password":"correct horse","name":"Ada"}'
+    JWT=\$(curl -s -X POST $API/api/v1/auth/login -H 'Content-Type: application/json' -d '{"email":"ada@example.com","password":"correct horse"}' | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+    curl -s -X POST $API/api/v1/orders -H "Authorization: Bearer \$JWT" -H 'Content-Type: application/json' -d '{"currency":"EUR","items":[{"sku":"book","quantity":2,"unit_price_cents":1250}]}'
 
 EOF
 
