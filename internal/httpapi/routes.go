@@ -32,17 +32,19 @@ func addRoutes(e *echo.Echo, opts Options, d Deps) {
 	api.GET("/orders", handleOrderList(d.DB), requireUser)
 	api.GET("/orders/:id", handleOrderGet(d.DB), requireUser)
 
-	// Admin endpoints: an admin user's JWT, an API key or API_TOKEN.
-	admin := api.Group("", requireAdmin)
-	admin.POST("/tasks", handleTaskCreate(d.Queue), idempotent(d.DB, opts.IdempotencyTTL))
-	admin.GET("/tasks/:id", handleTaskGet(d.Queue))
-	admin.DELETE("/tasks/:id", handleTaskCancel(d.Queue, opts.CancelWait))
-	admin.POST("/tasks/:id/run", handleTaskRun(d.Queue))
-	admin.GET("/queues", handleQueueList(d.Queue, d.DB))
-	admin.GET("/schedules", handleScheduleList(d.Schedules))
-	admin.POST("/schedules", handleScheduleCreate(d.Schedules))
-	admin.GET("/schedules/:name", handleScheduleGet(d.Schedules))
-	admin.PATCH("/schedules/:name", handleSchedulePatch(d.Schedules))
-	admin.DELETE("/schedules/:name", handleScheduleDelete(d.Schedules))
-	admin.POST("/schedules/:name/fire", handleScheduleFire(d.Schedules))
+	// Admin endpoints: an admin user's JWT, an API key or API_TOKEN. requireAdmin
+	// goes on each route, not on a group: a group's middleware also guards the
+	// group's catch-all, which would answer 401/403 instead of 404 or 405 for
+	// every unknown path or method under /api/v1.
+	api.POST("/tasks", handleTaskCreate(d.Queue), requireAdmin, idempotent(d.DB, opts.IdempotencyTTL))
+	api.GET("/tasks/:id", handleTaskGet(d.Queue), requireAdmin)
+	api.DELETE("/tasks/:id", handleTaskCancel(d.Queue, opts.CancelWait), requireAdmin)
+	api.POST("/tasks/:id/run", handleTaskRun(d.Queue), requireAdmin)
+	api.GET("/queues", handleQueueList(d.Queue, d.DB), requireAdmin)
+	api.GET("/schedules", handleScheduleList(d.Schedules), requireAdmin)
+	api.POST("/schedules", handleScheduleCreate(d.Schedules), requireAdmin)
+	api.GET("/schedules/:name", handleScheduleGet(d.Schedules), requireAdmin)
+	api.PATCH("/schedules/:name", handleSchedulePatch(d.Schedules), requireAdmin)
+	api.DELETE("/schedules/:name", handleScheduleDelete(d.Schedules), requireAdmin)
+	api.POST("/schedules/:name/fire", handleScheduleFire(d.Schedules), requireAdmin)
 }
