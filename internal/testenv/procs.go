@@ -227,6 +227,9 @@ type PlatformOptions struct {
 	Env       []string // extra KEY=VALUE pairs, appended after the defaults (later wins)
 	NoWorker  bool
 	Scheduler bool // start one scheduler too
+	// RedisURL, if set, replaces the per-test DB of the shared Redis (for
+	// example a StartRedisServer the test stops and starts again).
+	RedisURL string
 }
 
 // StartPlatform migrates a fresh database and starts an api and a worker
@@ -234,7 +237,10 @@ type PlatformOptions struct {
 func StartPlatform(t testing.TB, o PlatformOptions) *Platform {
 	t.Helper()
 	_, dbURL := DB(t)
-	redisURL, _ := Redis(t)
+	redisURL := o.RedisURL
+	if redisURL == "" {
+		redisURL, _ = Redis(t)
+	}
 	bins := Binaries(t)
 	httpAddr := FreeAddr(t)
 	p := &Platform{t: t, Bins: bins, DBURL: dbURL, RedisURL: redisURL,
