@@ -164,7 +164,7 @@ func errTooManyRequests(c echo.Context, retryAfter time.Duration) *APIError {
 func handleRegister(d Deps, bcryptCost int) echo.HandlerFunc {
 	type request struct {
 		Email    string `json:"email" validate:"required,email,max=254"`
-		Password string `json:"password" validate:"required,min=8,max=72"`
+		Password string `json:"password" validate:"required,min=8,maxbytes=72"`
 		Name     string `json:"name" validate:"required,max=100"`
 	}
 	return func(c echo.Context) error {

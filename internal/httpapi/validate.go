@@ -24,6 +24,15 @@ func newValidator() *validator.Validate {
 		}
 		return name
 	})
+	// maxbytes bounds a string's length in bytes, where max counts
+	// characters: bcrypt takes at most 72 bytes of a password.
+	err := v.RegisterValidation("maxbytes", func(fl validator.FieldLevel) bool {
+		n, err := strconv.Atoi(fl.Param())
+		return err == nil && len(fl.Field().String()) <= n
+	})
+	if err != nil {
+		panic(err) // only for an invalid tag name
+	}
 	return v
 }
 
@@ -74,6 +83,8 @@ func describe(fe validator.FieldError) string {
 			return fmt.Sprintf("must have at most %s entries", fe.Param())
 		}
 		return "must be at most " + fe.Param()
+	case "maxbytes":
+		return fmt.Sprintf("must be at most %s bytes", fe.Param())
 	case "notblank":
 		return "must not be blank"
 	}
