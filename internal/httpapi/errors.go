@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"strings"
 
@@ -116,7 +117,7 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 // body is 413.
 func bind(c echo.Context, dst any) error {
 	req := c.Request()
-	if ct := req.Header.Get(echo.HeaderContentType); ct != "" && !strings.HasPrefix(ct, echo.MIMEApplicationJSON) {
+	if ct := req.Header.Get(echo.HeaderContentType); ct != "" && !isJSON(ct) {
 		return &APIError{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type",
 			Message: "send the body as application/json"}
 	}
@@ -150,6 +151,13 @@ func bind(c echo.Context, dst any) error {
 	default:
 		return errBadRequest("malformed JSON: " + err.Error())
 	}
+}
+
+// isJSON reports whether a Content-Type is application/json, parameters
+// such as charset aside (a prefix test would let application/jsonx in).
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == echo.MIMEApplicationJSON
 }
 
 // jsonKind names Go types the way a JSON caller thinks of them.

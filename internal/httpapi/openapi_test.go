@@ -27,9 +27,10 @@ type openAPIParam struct {
 }
 
 type openAPIOperation struct {
-	Parameters []openAPIParam             `json:"parameters"`
-	Responses  map[string]json.RawMessage `json:"responses"`
-	Security   []map[string][]string      `json:"security"`
+	Parameters  []openAPIParam             `json:"parameters"`
+	RequestBody json.RawMessage            `json:"requestBody"`
+	Responses   map[string]json.RawMessage `json:"responses"`
+	Security    []map[string][]string      `json:"security"`
 }
 
 // fetchOpenAPI gets the document the way a client does.
