@@ -20,6 +20,14 @@ else
 	echo "test: chromium is not available; the dashboard browser test will fail" >&2
 fi
 
+# Tools for the offline checks of deploy/ (kustomize, promtool, docker-compose); a missing one
+# skips its test (kustomize falls back to go run).
+if deploy_env=$(deploy/local/validate-deploy.sh env); then
+	eval "$deploy_env"
+else
+	echo "test: deploy tools are not available; some deploy/ checks will be skipped" >&2
+fi
+
 failed=()
 step() {
 	echo "== $*" >&2
