@@ -344,7 +344,7 @@ func TestKustomize(t *testing.T) {
 		}
 		g := w.Spec.Template.Spec.TerminationGracePeriodSeconds
 		if g == nil || time.Duration(*g)*time.Second <= cfg.ShutdownTimeout+5*time.Second {
-			t.Errorf("worker terminationGracePeriodSeconds %v <= SHUTDOWN_TIMEOUT %s + 5s (metrics server)", g, cfg.ShutdownTimeout)
+			t.Errorf("worker terminationGracePeriodSeconds %s <= SHUTDOWN_TIMEOUT %s + 5s (metrics server)", graceString(g), cfg.ShutdownTimeout)
 		}
 	})
 
@@ -545,4 +545,11 @@ secretGenerator:
 			}
 		}
 	}
+}
+
+func graceString(g *int) string {
+	if g == nil {
+		return "unset (30s)"
+	}
+	return strconv.Itoa(*g) + "s"
 }
