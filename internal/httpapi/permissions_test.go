@@ -316,3 +316,22 @@ func TestUnknownAPIPathIsNotFoundForEveryone(t *testing.T) {
 		t.Errorf("bad token on an unknown path: %d", rec.Code)
 	}
 }
+
+// TestOrderOfAnotherUserLooksNonexistent: another user's order and an
+// order that does not exist get the same 404, so IDs reveal nothing; a
+// draft post likewise.
+func TestOrderOfAnotherUserLooksNonexistent(t *testing.T) {
+	t.Parallel()
+	b := setupFull(t)
+	f := newFixtures(t, b)
+	for _, tc := range []struct{ theirs, missing string }{
+		{f.order(t), "/api/v1/orders/999999"},
+		{f.post(t, false), "/api/v1/posts/999999"},
+	} {
+		a := b.call(t, "GET", tc.theirs, f.authz[otherUser], nil, nil)
+		m := b.call(t, "GET", tc.missing, f.authz[otherUser], nil, nil)
+		if a.Code != http.StatusNotFound || a.Code != m.Code || a.Body.String() != m.Body.String() {
+			t.Errorf("someone else's %s: %d %s; missing: %d %s", tc.theirs, a.Code, a.Body, m.Code, m.Body)
+		}
+	}
+}
