@@ -295,11 +295,11 @@ func TestPermissionMatrix(t *testing.T) {
 	}
 }
 
-// TestUnknownAPIPathIsNotFoundForEveryone: a path under /api/v1 that no
-// route serves is a 404 whoever asks. (The admin routes' middleware once
-// sat on a route group, whose catch-all then answered 401 or "admin only"
-// 403 to anyone but admins.)
-func TestUnknownAPIPathIsNotFoundForEveryone(t *testing.T) {
+// TestUnknownAPIPathOrMethodForEveryone: a path under /api/v1 that no route
+// serves is a 404 and a method a path does not serve is a 405, whoever asks.
+// (The auth middleware once sat on a route group, whose catch-all then
+// answered 401 or "admin only" 403 to unknown paths, and 404 to bad methods.)
+func TestUnknownAPIPathOrMethodForEveryone(t *testing.T) {
 	t.Parallel()
 	b := setupFull(t)
 	f := newFixtures(t, b)
@@ -311,9 +311,21 @@ func TestUnknownAPIPathIsNotFoundForEveryone(t *testing.T) {
 			}
 		}
 	}
-	// A stale credential is still reported, wherever it is sent.
-	if rec := b.call(t, "GET", "/api/v1/nothing", "Bearer stale", nil, nil); rec.Code != http.StatusUnauthorized {
+	// No route, no authentication: a stale credential on an unknown path is
+	// still a 404 (on a real route it is a 401, see the matrix).
+	if rec := b.call(t, "GET", "/api/v1/nothing", "Bearer stale", nil, nil); rec.Code != http.StatusNotFound {
 		t.Errorf("bad token on an unknown path: %d", rec.Code)
+	}
+	// A known path with a method it does not serve: 405, for everyone.
+	for _, who := range principals {
+		for _, r := range []struct{ method, path string }{
+			{"PUT", "/api/v1/posts/1"}, {"DELETE", "/api/v1/users/me"}, {"GET", "/api/v1/auth/login"}, {"PUT", "/api/v1/tasks/x"},
+		} {
+			var e errorBody
+			if rec := b.call(t, r.method, r.path, f.authz[who], nil, &e); rec.Code != http.StatusMethodNotAllowed || e.Error.Code != "method_not_allowed" {
+				t.Errorf("%s %s as %s: %d %s, want 405", r.method, r.path, who, rec.Code, rec.Body)
+			}
+		}
 	}
 }
 
