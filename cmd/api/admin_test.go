@@ -43,9 +43,8 @@ func setupAdmin(t *testing.T) *adminBundle {
 	t.Cleanup(func() { q.Close() })
 	srv := httpapi.NewServer(httpapi.Options{BodyLimit: 1 << 16},
 		httpapi.Deps{Log: testenv.Logger(t), DB: d, Queue: q, Tokens: auth.NewTokens([]byte(adminTestSecret), time.Hour)})
-	// The admin commands use only the database, but config.Load still
-	// requires REDIS_URL for every role (see TestMigrateIsIdempotent).
-	env := map[string]string{"DATABASE_URL": dbURL, "REDIS_URL": "redis://127.0.0.1:1/0"}
+	// The admin commands use only the database: no REDIS_URL.
+	env := map[string]string{"DATABASE_URL": dbURL}
 	return &adminBundle{db: d, env: env, srv: srv}
 }
 

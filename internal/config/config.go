@@ -29,7 +29,8 @@ const (
 	RoleAPI       Role = "api"
 	RoleWorker    Role = "worker"
 	RoleScheduler Role = "scheduler"
-	// RoleMigrate is `api migrate`: it needs only the database.
+	// RoleMigrate is `api migrate`, `createuser` and `createkey`: they need
+	// only the database.
 	RoleMigrate Role = "migrate"
 )
 
@@ -122,7 +123,11 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 	c := Config{Role: role}
 
 	c.DatabaseURL = p.required("DATABASE_URL", validatePostgresURL)
-	c.RedisURL = p.required("REDIS_URL", ValidateRedisURL)
+	if role == RoleMigrate {
+		c.RedisURL = p.optional("REDIS_URL", ValidateRedisURL) // the database commands never use Redis
+	} else {
+		c.RedisURL = p.required("REDIS_URL", ValidateRedisURL)
+	}
 	c.LogFormat = p.oneOf("LOG_FORMAT", "text", "text", "json")
 	c.LogLevel = p.oneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error")
 	c.DevMode = p.boolean("DEV_MODE", false)

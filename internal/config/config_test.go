@@ -118,7 +118,12 @@ func TestMigrateRoleNeedsNoToken(t *testing.T) {
 	t.Parallel()
 	env := base()
 	delete(env, "API_TOKEN")
+	delete(env, "REDIS_URL") // migrate, createuser and createkey use only the database
 	if _, err := config.Load(envOf(env), config.RoleMigrate); err != nil {
 		t.Fatal(err)
+	}
+	env["REDIS_URL"] = "http://not-redis"
+	if _, err := config.Load(envOf(env), config.RoleMigrate); err == nil || !strings.Contains(err.Error(), "REDIS_URL") {
+		t.Fatalf("a bad REDIS_URL, even unused: err = %v", err)
 	}
 }
