@@ -1,13 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/go-playground/validator/v10"
 
 	"github.com/conveyor-run/conveyor/internal/auth"
 	"github.com/conveyor-run/conveyor/internal/config"
@@ -62,21 +63,15 @@ func runAdmin(ctx context.Context, cmd string, args []string, getenv func(string
 		return nil
 
 	case "createuser":
-		if !strings.Contains(*email, "@") || strings.TrimSpace(*name) == "" {
-			return errors.New("createuser: --email and --name are required")
+		if strings.TrimSpace(*name) == "" {
+			return errors.New("createuser: --name is required")
 		}
-		var password string
-		if *passEnv != "" {
-			password = getenv(*passEnv)
-		} else {
-			line, err := bufio.NewReader(stdin).ReadString('\n')
-			if err != nil && !errors.Is(err, io.EOF) {
-				return fmt.Errorf("createuser: read password from stdin: %w", err)
-			}
-			password = strings.TrimRight(line, "\r\n")
+		if err := validator.New().Var(strings.TrimSpace(*email), "required,email,max=254"); err != nil {
+			return fmt.Errorf("createuser: --email %q is not an email address", *email)
 		}
-		if len(password) < auth.MinPasswordLen || len(password) > 72 {
-			return fmt.Errorf("createuser: the password must be %d to 72 characters", auth.MinPasswordLen)
+		password, err := readPassword("createuser", *passEnv, getenv, stdin)
+		if err != nil {
+			return err
 		}
 		hash, err := auth.HashPassword(password, 0)
 		if err != nil {

@@ -153,6 +153,8 @@ func TestCreateUserRefuses(t *testing.T) {
 	}{
 		{"no email", []string{"createuser", "--name", "A", "--password-env", "PW"}, []string{"PW=long-enough-1"}, "--email"},
 		{"email without @", []string{"createuser", "--email", "nobody", "--name", "A", "--password-env", "PW"}, []string{"PW=long-enough-1"}, "--email"},
+		{"email without domain", []string{"createuser", "--email", "nobody@", "--name", "A", "--password-env", "PW"}, []string{"PW=long-enough-1"}, "--email"},
+		{"email with spaces", []string{"createuser", "--email", "no body@example.com", "--name", "A", "--password-env", "PW"}, []string{"PW=long-enough-1"}, "--email"},
 		{"no name", []string{"createuser", "--email", "a@example.com", "--password-env", "PW"}, []string{"PW=long-enough-1"}, "--name"},
 		{"blank name", []string{"createuser", "--email", "a@example.com", "--name", "  ", "--password-env", "PW"}, []string{"PW=long-enough-1"}, "--name"},
 		{"short password", []string{"createuser", "--email", "a@example.com", "--name", "A", "--password-env", "PW"}, []string{"PW=short"}, "password"},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/conveyor-run/conveyor/internal/auth"
 )
@@ -23,18 +24,9 @@ func runHashPassword(args []string, getenv func(string) string, stdin io.Reader,
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("hashpassword: %w\n%s", err, usage)
 	}
-	var password string
-	if *passEnv != "" {
-		password = getenv(*passEnv)
-	} else {
-		line, err := bufio.NewReader(stdin).ReadString('\n')
-		if err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Errorf("hashpassword: read password from stdin: %w", err)
-		}
-		password = strings.TrimRight(line, "\r\n")
-	}
-	if len(password) < auth.MinPasswordLen || len(password) > 72 {
-		return fmt.Errorf("hashpassword: the password must be %d to 72 characters", auth.MinPasswordLen)
+	password, err := readPassword("hashpassword", *passEnv, getenv, stdin)
+	if err != nil {
+		return err
 	}
 	hash, err := auth.HashPassword(password, 0)
 	if err != nil {
@@ -42,4 +34,24 @@ func runHashPassword(args []string, getenv func(string) string, stdin io.Reader,
 	}
 	fmt.Fprintln(stdout, hash)
 	return nil
+}
+
+// readPassword reads a password for cmd from the variable passEnv names or,
+// when passEnv is empty, from the first line of stdin, and checks bcrypt's
+// limits: at least auth.MinPasswordLen characters, at most 72 bytes.
+func readPassword(cmd, passEnv string, getenv func(string) string, stdin io.Reader) (string, error) {
+	var password string
+	if passEnv != "" {
+		password = getenv(passEnv)
+	} else {
+		line, err := bufio.NewReader(stdin).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", fmt.Errorf("%s: read password from stdin: %w", cmd, err)
+		}
+		password = strings.TrimRight(line, "\r\n")
+	}
+	if utf8.RuneCountInString(password) < auth.MinPasswordLen || len(password) > 72 {
+		return "", fmt.Errorf("%s: the password must have at least %d characters and at most 72 bytes", cmd, auth.MinPasswordLen)
+	}
+	return password, nil
 }
