@@ -454,7 +454,7 @@ func (p *parser) monitorUsers(name string) []MonitorUser {
 			continue
 		}
 		if _, err := bcrypt.Cost([]byte(u.Hash)); err != nil {
-			p.fail(name, fmt.Errorf("user %q: the password is not a bcrypt hash such as $2a$10$… (make one with: htpasswd -nbBC 10 %s PASSWORD)", u.Name, u.Name))
+			p.fail(name, fmt.Errorf("user %q: the password is not a bcrypt hash such as $2a$10$… (make one with: api hashpassword, or htpasswd -nbBC 10 %s PASSWORD)", u.Name, u.Name))
 			continue
 		}
 		u.ReadOnly = len(parts) == 3
