@@ -32,7 +32,7 @@ func newUserResponse(u store.UserProfile, full bool) userResponse {
 // handleUserMe shows the caller (GET /api/v1/users/me).
 func handleUserMe(d *sqlx.DB) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		u, err := store.NewUsers(d).Profile(c.Request().Context(), currentPrincipal(c).User.ID)
+		u, err := store.NewUsers(d).Profile(c.Request().Context(), currentPrincipal(c).User.ID, true)
 		if err != nil {
 			return err
 		}
@@ -67,12 +67,13 @@ func handleUserGet(d *sqlx.DB) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		u, err := store.NewUsers(d).Profile(c.Request().Context(), id)
+		p := currentPrincipal(c)
+		full := p.admin() || (p.User != nil && p.User.ID == id)
+		// Drafts count only for their author and admins, as they are seen.
+		u, err := store.NewUsers(d).Profile(c.Request().Context(), id, full)
 		if err != nil {
 			return err
 		}
-		p := currentPrincipal(c)
-		full := p.admin() || (p.User != nil && p.User.ID == u.ID)
 		return c.JSON(http.StatusOK, newUserResponse(u, full))
 	}
 }

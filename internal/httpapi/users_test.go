@@ -18,7 +18,8 @@ import (
 )
 
 // TestUserPostCount: GET /users/{id}, /users/me and /users show each user's
-// number of posts, drafts included, and follow creates and deletes.
+// number of posts (drafts only to their author and admins) and follow
+// creates and deletes.
 func TestUserPostCount(t *testing.T) {
 	t.Parallel()
 	b := setupFull(t)
@@ -52,20 +53,26 @@ func TestUserPostCount(t *testing.T) {
 		}
 		return out
 	}
-	check := func(id, want int64) {
+	// check: the author themself and admins count drafts (full); other
+	// users see the published count only, so drafts stay private.
+	check := func(id int64, self string, full, published int64) {
 		t.Helper()
 		for _, who := range []string{owner, otherUser, adminJWT, apiKey} {
+			want := published
+			if who == self || who == adminJWT || who == apiKey {
+				want = full
+			}
 			var u userJSON
 			if rec := b.call(t, "GET", fmt.Sprintf("/api/v1/users/%d", id), f.authz[who], nil, &u); rec.Code != http.StatusOK || u.PostCount != want {
 				t.Fatalf("user %d as %s: %d %s, want post_count %d", id, who, rec.Code, rec.Body, want)
 			}
 		}
-		if got := counts()[id]; got != want {
-			t.Fatalf("GET /users: user %d has post_count %d, want %d", id, got, want)
+		if got := counts()[id]; got != full {
+			t.Fatalf("GET /users: user %d has post_count %d, want %d", id, got, full)
 		}
 	}
-	check(f.owner.ID, 3)
-	check(f.other.ID, 1)
+	check(f.owner.ID, owner, 3, 2)
+	check(f.other.ID, otherUser, 1, 1)
 	var me userJSON
 	if rec := b.call(t, "GET", "/api/v1/users/me", f.authz[owner], nil, &me); rec.Code != http.StatusOK || me.PostCount != 3 || me.ID != f.owner.ID {
 		t.Fatalf("me: %d %s", rec.Code, rec.Body)
@@ -73,8 +80,8 @@ func TestUserPostCount(t *testing.T) {
 	if rec := b.call(t, "DELETE", fmt.Sprintf("/api/v1/posts/%d", draft), f.authz[owner], nil, nil); rec.Code != http.StatusNoContent {
 		t.Fatalf("delete: %d %s", rec.Code, rec.Body)
 	}
-	check(f.owner.ID, 2)
-	check(f.other.ID, 1)
+	check(f.owner.ID, owner, 2, 2)
+	check(f.other.ID, otherUser, 1, 1)
 	for id, n := range counts() {
 		if id != f.owner.ID && id != f.other.ID && n != 0 {
 			t.Fatalf("user %d without posts has post_count %d", id, n)

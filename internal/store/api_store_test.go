@@ -123,7 +123,7 @@ func TestPostsListFilterOrderAndPostCount(t *testing.T) {
 	if total != 2 || len(list) != 1 || list[0].ID != p1.ID {
 		t.Fatalf("author page = %+v total %d", list, total)
 	}
-	prof, err := store.NewUsers(tx).Profile(ctx, a.ID)
+	prof, err := store.NewUsers(tx).Profile(ctx, a.ID, true)
 	if err != nil || prof.PostCount != 3 {
 		t.Fatalf("profile = %+v, %v; want post_count 3 (drafts count)", prof, err)
 	}

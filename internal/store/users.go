@@ -65,22 +65,31 @@ type UserProfile struct {
 	PostCount int64 `db:"post_count" json:"post_count"`
 }
 
-const profileSelect = `SELECT u.id, u.email, u.name, u.password_hash, u.role, u.created_at,
-       (SELECT count(*) FROM posts p WHERE p.author_id = u.id) AS post_count
+// profileSelect selects users with their post count: published posts only,
+// or drafts too (for the author themself and admins).
+func profileSelect(withDrafts bool) string {
+	published := ` AND p.published`
+	if withDrafts {
+		published = ``
+	}
+	return `SELECT u.id, u.email, u.name, u.password_hash, u.role, u.created_at,
+       (SELECT count(*) FROM posts p WHERE p.author_id = u.id` + published + `) AS post_count
   FROM users u`
+}
 
-// Profile returns user id with its post count.
-func (r *Users) Profile(ctx context.Context, id int64) (UserProfile, error) {
+// Profile returns user id with its post count; drafts count only when
+// withDrafts is set, so other users cannot learn how many drafts one has.
+func (r *Users) Profile(ctx context.Context, id int64, withDrafts bool) (UserProfile, error) {
 	var u UserProfile
-	err := r.q.GetContext(ctx, &u, profileSelect+` WHERE u.id = $1`, id)
+	err := r.q.GetContext(ctx, &u, profileSelect(withDrafts)+` WHERE u.id = $1`, id)
 	return u, mapErr(err, fmt.Sprintf("get user %d", id))
 }
 
 // List returns one page of users (oldest first) with their post counts,
-// and the total number of users.
+// drafts included (it is for admins), and the total number of users.
 func (r *Users) List(ctx context.Context, p Page) ([]UserProfile, int64, error) {
 	out := []UserProfile{}
-	if err := r.q.SelectContext(ctx, &out, profileSelect+` ORDER BY u.id OFFSET $1 LIMIT $2`, p.Skip, p.Limit); err != nil {
+	if err := r.q.SelectContext(ctx, &out, profileSelect(true)+` ORDER BY u.id OFFSET $1 LIMIT $2`, p.Skip, p.Limit); err != nil {
 		return nil, 0, mapErr(err, "list users")
 	}
 	var total int64
