@@ -120,6 +120,12 @@ func handlePostUpdate(d *sqlx.DB) echo.HandlerFunc {
 		Published *bool   `json:"published"`
 	}
 	return func(c echo.Context) error {
+		// Who may change the post first: someone else learns nothing from
+		// how their body would have been judged.
+		post, err := loadOwnPost(c, d)
+		if err != nil {
+			return err
+		}
 		var req request
 		if err := bind(c, &req); err != nil {
 			return err
@@ -129,10 +135,6 @@ func handlePostUpdate(d *sqlx.DB) echo.HandlerFunc {
 			req.Title = &t
 		}
 		if err := c.Validate(req); err != nil {
-			return err
-		}
-		post, err := loadOwnPost(c, d)
-		if err != nil {
 			return err
 		}
 		post, err = store.NewPosts(d).Update(c.Request().Context(), post.ID,

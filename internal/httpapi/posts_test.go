@@ -123,6 +123,9 @@ func TestPostForbiddenWritesChangeNothing(t *testing.T) {
 			body         any
 		}{
 			{"PATCH", path, map[string]any{"title": "Hijacked", "published": !published}},
+			// An invalid body from someone else is refused for who they are
+			// (403/404), not judged (422).
+			{"PATCH", path, map[string]any{"title": "", "colour": "red"}},
 			{"DELETE", path, nil},
 			{"POST", path + "/publish", nil},
 		} {
