@@ -57,7 +57,7 @@ func setupProduct(t *testing.T, redisURL string) *productBundle {
 // call sends a request with the given Authorization (empty: none) and body
 // (a string is sent as is, anything else as JSON), decoding a JSON answer
 // into out when out is not nil.
-func (b *productBundle) call(t *testing.T, method, path, authz string, body any, out any, header ...string) *httptest.ResponseRecorder {
+func (b *productBundle) call(t testing.TB, method, path, authz string, body any, out any, header ...string) *httptest.ResponseRecorder {
 	t.Helper()
 	var raw []byte
 	switch v := body.(type) {
@@ -100,7 +100,7 @@ type userJSON struct {
 
 // register creates a user through the API and returns it with a bearer
 // Authorization for it.
-func (b *productBundle) register(t *testing.T, email string) (userJSON, string) {
+func (b *productBundle) register(t testing.TB, email string) (userJSON, string) {
 	t.Helper()
 	var u userJSON
 	rec := b.call(t, "POST", "/api/v1/auth/register", "",
@@ -111,7 +111,7 @@ func (b *productBundle) register(t *testing.T, email string) (userJSON, string) 
 	return u, b.login(t, email, "s3cret-pass")
 }
 
-func (b *productBundle) login(t *testing.T, email, password string) string {
+func (b *productBundle) login(t testing.TB, email, password string) string {
 	t.Helper()
 	var tok struct {
 		AccessToken string `json:"access_token"`
@@ -126,7 +126,7 @@ func (b *productBundle) login(t *testing.T, email, password string) string {
 }
 
 // admin creates an admin user directly (as `api createuser --admin` does).
-func (b *productBundle) admin(t *testing.T, email string) (userJSON, string) {
+func (b *productBundle) admin(t testing.TB, email string) (userJSON, string) {
 	t.Helper()
 	hash, err := auth.HashPassword("admin-pass-123", bcrypt.MinCost)
 	if err != nil {
@@ -140,7 +140,7 @@ func (b *productBundle) admin(t *testing.T, email string) (userJSON, string) {
 }
 
 // apiKey creates an API key (as `api createkey` does).
-func (b *productBundle) apiKey(t *testing.T, name string) string {
+func (b *productBundle) apiKey(t testing.TB, name string) string {
 	t.Helper()
 	key, hash := auth.NewAPIKey()
 	if _, err := store.NewAPIKeys(b.db).Create(context.Background(), name, hash); err != nil {

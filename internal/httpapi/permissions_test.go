@@ -32,7 +32,7 @@ func setupFull(t *testing.T) *productBundle {
 
 // setupFullWith serves the whole API with opts (APIToken, BodyLimit and
 // BcryptCost are filled in) on a database and Redis DB of its own.
-func setupFullWith(t *testing.T, opts httpapi.Options) *productBundle {
+func setupFullWith(t testing.TB, opts httpapi.Options) *productBundle {
 	t.Helper()
 	d, dbURL := testenv.DB(t)
 	redisURL, rdb := testenv.Redis(t)

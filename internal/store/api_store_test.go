@@ -256,4 +256,23 @@ func TestAPIKeysCreateFind(t *testing.T) {
 	if _, err := keys.ByHash(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("unknown hash: %v", err)
 	}
+	// Use within the minute is not written again; older use is.
+	lastUsed := func() time.Time {
+		var at time.Time
+		if err := d.GetContext(ctx, &at, `SELECT last_used_at FROM api_keys WHERE id = $1`, k.ID); err != nil {
+			t.Fatal(err)
+		}
+		return at
+	}
+	first := lastUsed()
+	if again, err := keys.ByHash(ctx, "hash-1"); err != nil || !again.LastUsedAt.Equal(first) || !lastUsed().Equal(first) {
+		t.Fatalf("second use within a minute: %+v, %v; stored %v, first %v", again, err, lastUsed(), first)
+	}
+	if _, err := d.ExecContext(ctx, `UPDATE api_keys SET last_used_at = now() - interval '2 minutes' WHERE id = $1`, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	old := lastUsed()
+	if later, err := keys.ByHash(ctx, "hash-1"); err != nil || !later.LastUsedAt.After(old) || !lastUsed().After(old) {
+		t.Fatalf("use after two minutes: %+v, %v; stored %v, was %v", later, err, lastUsed(), old)
+	}
 }
