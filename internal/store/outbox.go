@@ -7,8 +7,9 @@ import (
 )
 
 // OutboxChannel is the LISTEN/NOTIFY channel that wakes the relay when rows
-// are added. The notification is delivered at commit, so the relay never
-// wakes for a row it cannot see yet.
+// are added: a trigger on outbox notifies it (migration 00003). The
+// notification is delivered at commit, so the relay never wakes for a row it
+// cannot see yet.
 const OutboxChannel = "conveyor_outbox"
 
 // OutboxEntry is a row of outbox: one task that a committed business write
@@ -33,8 +34,8 @@ type Outbox struct{ q Querier }
 func NewOutbox(q Querier) *Outbox { return &Outbox{q: q} }
 
 // Add inserts a task of taskType with an already validated payload and
-// returns its ID (the future task ID). It notifies OutboxChannel, which
-// fires when the surrounding transaction commits.
+// returns its ID (the future task ID). The table's trigger notifies
+// OutboxChannel when the surrounding transaction commits.
 func (r *Outbox) Add(ctx context.Context, taskType string, payload json.RawMessage, requestID string) (string, error) {
 	var id string
 	err := r.q.QueryRowxContext(ctx,
@@ -42,9 +43,6 @@ func (r *Outbox) Add(ctx context.Context, taskType string, payload json.RawMessa
 		taskType, []byte(payload), requestID).Scan(&id)
 	if err != nil {
 		return "", mapErr(err, "add outbox "+taskType)
-	}
-	if _, err := r.q.ExecContext(ctx, `SELECT pg_notify($1, '')`, OutboxChannel); err != nil {
-		return "", mapErr(err, "notify outbox")
 	}
 	return id, nil
 }
