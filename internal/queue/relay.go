@@ -82,10 +82,14 @@ func (r *Relay) Run(ctx context.Context) error {
 			}
 		})
 	defer listener.Close()
-	if err := listener.Listen(store.OutboxChannel); err != nil {
-		// Polling still works; the listener keeps reconnecting by itself.
-		r.log.Warn("outbox listener: LISTEN failed, polling only until it reconnects", "err", err)
-	}
+	// Listen blocks until the listener's connection is up (pq registers the
+	// channel first and re-issues LISTEN on every reconnection), so it runs
+	// aside: polling works meanwhile and ctx is honoured. Close ends it.
+	go func() {
+		if err := listener.Listen(store.OutboxChannel); err != nil && ctx.Err() == nil {
+			r.log.Warn("outbox listener: LISTEN failed, polling only", "err", err)
+		}
+	}()
 	ticker := time.NewTicker(r.opts.Poll)
 	defer ticker.Stop()
 	for {

@@ -179,3 +179,31 @@ func TestRelayRunWakesOnNotify(t *testing.T) {
 		t.Fatalf("GetTask(nope) = %v", err)
 	}
 }
+
+// The listener's own connection failing (LISTEN cannot be issued) must not
+// stop the relay: it polls meanwhile, and it still returns when ctx ends.
+func TestRelayRunPollsAndStopsWhileListenerCannotConnect(t *testing.T) {
+	t.Parallel()
+	redisURL, _ := testenv.Redis(t)
+	b := setupRelay(t, redisURL, queue.RelayOptions{Poll: 50 * time.Millisecond})
+	unreachable := "postgres://conveyor@" + testenv.FreeAddr(t) + "/conveyor?sslmode=disable&connect_timeout=1"
+	relay := queue.NewRelay(b.db, unreachable, b.client, testenv.Logger(t), queue.RelayOptions{Poll: 50 * time.Millisecond})
+	id := addWelcome(t, b.db, 11)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(ctx) }()
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		_, err := b.client.GetTask(context.Background(), id, "")
+		return err == nil
+	}, "outbox row %s was not relayed by polling while LISTEN could not connect", id)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return after its context ended")
+	}
+}
