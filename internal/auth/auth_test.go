@@ -105,25 +105,31 @@ func TestLimiter(t *testing.T) {
 	l := NewLimiter(3, time.Minute)
 	l.now = func() time.Time { return now }
 	for i := range 3 {
-		if blocked, _ := l.Blocked("a|1.2.3.4"); blocked {
-			t.Fatalf("blocked after %d failures", i)
+		if ok, _ := l.Attempt("a|1.2.3.4"); !ok {
+			t.Fatalf("refused after %d attempts", i)
 		}
-		l.Fail("a|1.2.3.4")
 	}
-	blocked, wait := l.Blocked("a|1.2.3.4")
-	if !blocked || wait != time.Minute {
-		t.Fatalf("after 3 failures: blocked=%v wait=%v", blocked, wait)
+	ok, wait := l.Attempt("a|1.2.3.4")
+	if ok || wait != time.Minute {
+		t.Fatalf("after 3 attempts: ok=%v wait=%v", ok, wait)
 	}
-	if blocked, _ := l.Blocked("a|5.6.7.8"); blocked {
-		t.Fatal("another IP must not be blocked")
+	if ok, _ := l.Attempt("a|5.6.7.8"); !ok {
+		t.Fatal("another IP must not be refused")
 	}
 	now = now.Add(time.Minute)
-	if blocked, _ := l.Blocked("a|1.2.3.4"); blocked {
-		t.Fatal("still blocked after the window")
+	if ok, _ := l.Attempt("a|1.2.3.4"); !ok {
+		t.Fatal("still refused after the window")
 	}
-	l.Fail("b|x")
+	l.Attempt("b|x")
 	l.Reset("b|x")
 	if len(l.entries) > 2 {
 		t.Fatalf("entries not swept: %d", len(l.entries))
+	}
+	for range 3 {
+		l.Attempt("c|x")
+	}
+	l.Reset("c|x") // a successful login
+	if ok, _ := l.Attempt("c|x"); !ok {
+		t.Fatal("refused after a reset")
 	}
 }

@@ -5,9 +5,10 @@ import (
 	"time"
 )
 
-// Limiter counts login failures per key (email + client IP) in a fixed
-// window. It lives in one process: with several api replicas each allows
-// Max failures, so the effective limit is Max × replicas.
+// Limiter counts login attempts per key (email + client IP) in a fixed
+// window; a successful login resets the count. It lives in one process:
+// with several api replicas each allows Max attempts, so the effective
+// limit is Max × replicas.
 type Limiter struct {
 	Max    int
 	Window time.Duration
@@ -19,43 +20,35 @@ type Limiter struct {
 }
 
 type limitEntry struct {
-	failures int
+	attempts int
 	reset    time.Time
 }
 
-// NewLimiter allows max failures per key within window.
+// NewLimiter allows max attempts per key within window.
 func NewLimiter(max int, window time.Duration) *Limiter {
 	return &Limiter{Max: max, Window: window, now: time.Now, entries: map[string]*limitEntry{}}
 }
 
-// Blocked reports whether key has used up its failures, and when it may try
-// again.
-func (l *Limiter) Blocked(key string) (bool, time.Duration) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	e, ok := l.entries[key]
-	if !ok || !now.Before(e.reset) {
-		return false, 0
-	}
-	if e.failures >= l.Max {
-		return true, e.reset.Sub(now)
-	}
-	return false, 0
-}
-
-// Fail records a failed attempt by key.
-func (l *Limiter) Fail(key string) {
+// Attempt counts an attempt by key and reports whether it may go ahead;
+// when it may not, it says when key may try again. The attempt is counted
+// before the password is checked, so guesses sent at once cannot all pass
+// before the first failures are recorded; Reset clears the count after a
+// successful login. A refused attempt is not counted.
+func (l *Limiter) Attempt(key string) (ok bool, retryAfter time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
 	l.sweep(now)
-	e, ok := l.entries[key]
-	if !ok || !now.Before(e.reset) {
+	e, found := l.entries[key]
+	if !found || !now.Before(e.reset) {
 		e = &limitEntry{reset: now.Add(l.Window)}
 		l.entries[key] = e
 	}
-	e.failures++
+	if e.attempts >= l.Max {
+		return false, e.reset.Sub(now)
+	}
+	e.attempts++
+	return true, 0
 }
 
 // Reset forgets key (after a successful login).

@@ -216,7 +216,8 @@ func addOutbox(c echo.Context, tx *sqlx.Tx, p tasks.Payload) (string, error) {
 // (POST /api/v1/auth/login). Failures are limited per email and client IP.
 func handleLogin(d Deps) echo.HandlerFunc {
 	type request struct {
-		Email    string `json:"email" validate:"required"`
+		// max bounds the limiter's key, kept for a whole window.
+		Email    string `json:"email" validate:"required,max=254"`
 		Password string `json:"password" validate:"required"`
 	}
 	type response struct {
@@ -233,7 +234,7 @@ func handleLogin(d Deps) echo.HandlerFunc {
 			return err
 		}
 		key := strings.ToLower(strings.TrimSpace(req.Email)) + "|" + peerIP(c)
-		if blocked, wait := d.Limiter.Blocked(key); blocked {
+		if ok, wait := d.Limiter.Attempt(key); !ok {
 			return errTooManyRequests(c, wait)
 		}
 		ctx := c.Request().Context()
@@ -248,7 +249,6 @@ func handleLogin(d Deps) echo.HandlerFunc {
 			err = auth.CheckPassword(u.PasswordHash, req.Password)
 		}
 		if err != nil {
-			d.Limiter.Fail(key)
 			return unauthorized(c, "invalid email or password")
 		}
 		d.Limiter.Reset(key)

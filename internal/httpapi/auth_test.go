@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -258,3 +259,43 @@ func TestAPIKeysAndBootstrapTokenAreAdminForTasks(t *testing.T) {
 }
 
 func itoa(n int64) string { return fmt.Sprint(n) }
+
+// Guesses sent at once must not all get past the limiter before the first
+// failures are counted: at most Max of them reach the password check.
+func TestLoginLimitHoldsForConcurrentGuesses(t *testing.T) {
+	t.Parallel()
+	b := setupProduct(t, "") // 5 failures per hour
+	const n = 20
+	codes := make(chan int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			// An unknown email costs a full bcrypt comparison, so every
+			// request is still checking while the others arrive.
+			rec := b.call(t, "POST", "/api/v1/auth/login", "", map[string]string{"email": "ghost@example.com", "password": fmt.Sprint("guess", i)}, nil)
+			codes <- rec.Code
+		})
+	}
+	wg.Wait()
+	close(codes)
+	counts := map[int]int{}
+	for c := range codes {
+		counts[c]++
+	}
+	if counts[http.StatusUnauthorized] > 5 || counts[http.StatusUnauthorized]+counts[http.StatusTooManyRequests] != n {
+		t.Fatalf("%d concurrent guesses: %v, want at most 5 × 401 and the rest 429", n, counts)
+	}
+}
+
+// The login limiter keeps its key (email and IP) for a whole window, so the
+// email must be bounded: a megabyte "email" per failed login would pile up.
+func TestLoginRefusesOversizedEmail(t *testing.T) {
+	t.Parallel()
+	b := setupProduct(t, "")
+	var e errorBody
+	rec := b.call(t, "POST", "/api/v1/auth/login", "",
+		map[string]string{"email": strings.Repeat("a", 60<<10) + "@example.com", "password": "whatever1"}, &e)
+	if rec.Code != http.StatusUnprocessableEntity || e.Error.Fields["email"] == "" {
+		t.Fatalf("60 KiB email: %d %s, want 422 naming email", rec.Code, rec.Body)
+	}
+}
