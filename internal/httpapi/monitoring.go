@@ -29,7 +29,7 @@ func addMonitoring(e *echo.Echo, users []config.MonitorUser, m *Monitor) {
 	if len(users) == 0 || m == nil {
 		return
 	}
-	g := e.Group(MonitorPath, requireMonitorUser(users))
+	g := e.Group(MonitorPath, sameOriginWrites(), requireMonitorUser(users))
 	g.GET("", func(c echo.Context) error {
 		return c.Redirect(http.StatusMovedPermanently, MonitorPath+"/")
 	})
@@ -54,6 +54,23 @@ func handleMonitoring(m *Monitor) echo.HandlerFunc {
 	}
 }
 
+// sameOriginWrites refuses state-changing requests that a browser made for
+// another site. Basic credentials are ambient: once a user has logged in,
+// the browser sends them with any request to the dashboard, including a
+// form posted by a page elsewhere (CSRF). Clients that are not browsers send
+// neither Sec-Fetch-Site nor Origin and are let through.
+func sameOriginWrites() echo.MiddlewareFunc {
+	cop := http.NewCrossOriginProtection()
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if err := cop.Check(c.Request()); err != nil {
+				return errForbidden("cross-origin requests may not change the dashboard's state")
+			}
+			return next(c)
+		}
+	}
+}
+
 // requireMonitorUser checks HTTP basic credentials against MONITOR_USERS
 // and stores the user for handleMonitoring.
 //
@@ -62,13 +79,18 @@ func handleMonitoring(m *Monitor) echo.HandlerFunc {
 // password and hash, never the password itself) for the process's life.
 // Failures are never cached: each one costs a bcrypt comparison, which is
 // what slows guessing down. Unknown names are compared against a dummy hash
-// so that response times do not reveal which names exist.
+// as costly as the dearest user's, so that response times do not reveal
+// which names exist.
 func requireMonitorUser(users []config.MonitorUser) echo.MiddlewareFunc {
 	byName := make(map[string]config.MonitorUser, len(users))
+	cost := bcrypt.MinCost
 	for _, u := range users {
 		byName[u.Name] = u
+		if c, err := bcrypt.Cost([]byte(u.Hash)); err == nil {
+			cost = max(cost, c)
+		}
 	}
-	dummy, _ := bcrypt.GenerateFromPassword([]byte("conveyor-dummy-password"), bcrypt.MinCost)
+	dummy, _ := bcrypt.GenerateFromPassword([]byte("conveyor-dummy-password"), cost)
 	var mu sync.Mutex
 	verified := map[[sha256.Size]byte]bool{}
 	const maxVerified = 1024

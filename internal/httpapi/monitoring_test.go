@@ -3,10 +3,12 @@ package httpapi_test
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -189,5 +191,94 @@ func TestMonitoringReadOnlyIsEnforcedServerSide(t *testing.T) {
 	}
 	if _, err := b.q.GetTask(context.Background(), id, "default"); err == nil {
 		t.Error("alice's delete did not remove the task")
+	}
+}
+
+// The dashboard's basic credentials are ambient: a browser that has logged
+// in sends them with any request to the site, including a form another site
+// posts. Cross-site writes are refused, so a page elsewhere cannot pause
+// queues or archive tasks with alice's session.
+func TestMonitoringRefusesCrossSiteWrites(t *testing.T) {
+	t.Parallel()
+	b := setupOps(t, true)
+	b.enqueuePing(t)
+	const pause = "/monitoring/api/queues/default:pause"
+	send := func(path string, header ...string) int {
+		req := httptest.NewRequest(http.MethodPost, path, nil)
+		req.SetBasicAuth("alice", alicePassword)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		rec := httptest.NewRecorder()
+		b.srv.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	paused := func() bool {
+		t.Helper()
+		rec := b.asUser(http.MethodGet, "/monitoring/api/queues/default", "alice", alicePassword)
+		var body struct {
+			Current struct {
+				Paused bool `json:"paused"`
+			} `json:"current"`
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+			t.Fatalf("queue info: %d %v: %s", rec.Code, err, rec.Body)
+		}
+		return body.Current.Paused
+	}
+
+	if code := send(pause, "Sec-Fetch-Site", "cross-site", "Origin", "https://evil.example"); code != http.StatusForbidden {
+		t.Errorf("cross-site form post: %d, want 403", code)
+	}
+	if code := send(pause, "Origin", "https://evil.example"); code != http.StatusForbidden {
+		t.Errorf("post from another origin (no Sec-Fetch-Site): %d, want 403", code)
+	}
+	if paused() {
+		t.Fatal("a cross-site request paused the queue")
+	}
+	// The dashboard's own requests, and clients that are not browsers, work.
+	if code := send(pause, "Sec-Fetch-Site", "same-origin", "Origin", "http://example.com"); code/100 != 2 {
+		t.Errorf("same-origin post: %d, want 2xx", code)
+	}
+	if !paused() {
+		t.Fatal("the same-origin request did not pause the queue")
+	}
+	if code := send("/monitoring/api/queues/default:resume"); code/100 != 2 {
+		t.Errorf("post without browser headers: %d, want 2xx", code)
+	}
+	if paused() {
+		t.Fatal("the request without browser headers did not resume the queue")
+	}
+}
+
+// Unknown user names cost as much as known ones, so response times do not
+// tell which names exist (the dummy hash must match the users' bcrypt cost).
+func TestMonitoringUnknownUserTakesAsLong(t *testing.T) {
+	t.Parallel()
+	h, err := bcrypt.GenerateFromPassword([]byte(alicePassword), bcrypt.MinCost+4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httpapi.NewServer(httpapi.Options{BodyLimit: 1 << 20,
+		MonitorUsers: []config.MonitorUser{{Name: "alice", Hash: string(h)}}},
+		httpapi.Deps{Log: testenv.Logger(t), Monitor: &httpapi.Monitor{ReadWrite: http.NotFoundHandler(), ReadOnly: http.NotFoundHandler()}})
+	fastest := func(user string) time.Duration {
+		best := time.Duration(math.MaxInt64)
+		for range 5 {
+			req := httptest.NewRequest(http.MethodGet, "/monitoring/", nil)
+			req.SetBasicAuth(user, "wrong-password")
+			start := time.Now()
+			rec := httptest.NewRecorder()
+			srv.ServeHTTP(rec, req)
+			if rec.Code != http.StatusUnauthorized {
+				t.Fatalf("%s: %d, want 401", user, rec.Code)
+			}
+			best = min(best, time.Since(start))
+		}
+		return best
+	}
+	known, unknown := fastest("alice"), fastest("mallory")
+	if unknown < known/2 {
+		t.Fatalf("a wrong password takes %v for a known user but %v for an unknown one", known, unknown)
 	}
 }
