@@ -216,8 +216,10 @@ func (e *Engine) Run(ctx context.Context) error {
 }
 
 // startCursor is where a leader starts an entry it has no cursor for: the
-// last fired tick on record (Redis, else the database row), or now if the
-// entry has never fired.
+// last fired tick on record (Redis, else the database row); for an entry
+// that has never fired, when its definition took effect (Since: a database
+// row's updated_at), so that ticks since then are caught up like any
+// others; otherwise now.
 func (e *Engine) startCursor(ctx context.Context, en *Entry, now time.Time) time.Time {
 	var last time.Time
 	if e.opts.State != nil {
@@ -231,6 +233,9 @@ func (e *Engine) startCursor(ctx context.Context, en *Entry, now time.Time) time
 		last = en.LastFired
 	}
 	if last.IsZero() {
+		if !en.Since.IsZero() && en.Since.Before(now) {
+			return en.Since
+		}
 		return now
 	}
 	return last

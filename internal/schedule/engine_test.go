@@ -273,3 +273,28 @@ func TestSyncerPollsWithoutNotifications(t *testing.T) {
 	}
 	testenv.Eventually(t, 5*time.Second, func() bool { return len(b.engine.Entries()) == 0 }, "disabled row still scheduled")
 }
+
+// A database schedule that has never fired yet starts from its definition
+// (updated_at), not from whenever a leader first looks at it: the ticks
+// between the two (a failover or restart right after the row was created)
+// are caught up, inside the window.
+func TestEngineCatchesUpANeverFiredDatabaseEntryFromItsDefinition(t *testing.T) {
+	t.Parallel()
+	b := setupEngine(t, time.Minute)
+	now := time.Now().Unix()
+	since := time.Unix(now-10, 0) // created 10 s ago; no leader has fired it
+	e := compiled(t, Entry{Name: "fresh", Spec: "@every 1s", TaskType: tasks.TypeSystemPing,
+		Source: SourceDatabase, Enabled: true, Since: since})
+	b.engine.SetEntries([]*Entry{e})
+	b.start(t)
+	testenv.Eventually(t, 10*time.Second, func() bool { return b.hasTask(t, "fresh", now+1) }, "schedule does not fire")
+	b.stop()
+	for tick := now - 9; tick <= now+1; tick++ {
+		if !b.hasTask(t, "fresh", tick) {
+			t.Errorf("tick %d (after the definition, inside the window) not fired", tick)
+		}
+	}
+	if b.hasTask(t, "fresh", now-10) {
+		t.Error("the tick at the definition time itself fired")
+	}
+}
