@@ -148,7 +148,31 @@ func (e *Entry) Compile(reg *tasks.Registry) error {
 }
 
 // Next returns the first tick strictly after t (zero if there is none).
-func (e *Entry) Next(t time.Time) time.Time { return e.sched.Next(t.In(e.loc)) }
+//
+// When clocks fall back, robfig/cron matches the repeated wall-clock time
+// twice. As in cron(8), a fixed-time schedule (no wildcard in the hour or
+// minute field, e.g. a daily 01:30) fires only at the first pass; schedules
+// with a wildcard keep firing by elapsed time.
+func (e *Entry) Next(t time.Time) time.Time {
+	n := e.sched.Next(t.In(e.loc))
+	if s, ok := e.sched.(*cron.SpecSchedule); ok && !n.IsZero() && s.Hour&starBit == 0 && s.Minute&starBit == 0 {
+		_, offBefore := n.Add(-3 * time.Hour).Zone()
+		_, off := n.Zone()
+		if offBefore > off && sameWallClock(n.Add(-time.Duration(offBefore-off)*time.Second), n) {
+			return e.sched.Next(n) // the second pass of a time already fired
+		}
+	}
+	return n
+}
+
+// starBit is robfig/cron's mark of a field written as "*".
+const starBit = 1 << 63
+
+func sameWallClock(a, b time.Time) bool {
+	ay, am, ad := a.Date()
+	by, bm, bd := b.Date()
+	return ay == by && am == bm && ad == bd && a.Hour() == b.Hour() && a.Minute() == b.Minute() && a.Second() == b.Second()
+}
 
 // Location is the entry's time zone (after Compile).
 func (e *Entry) Location() *time.Location { return e.loc }

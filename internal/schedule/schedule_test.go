@@ -131,3 +131,32 @@ func TestLoadFileRejectsDuplicatesAndBadEntries(t *testing.T) {
 		t.Errorf("options: %+v, %v", es, err)
 	}
 }
+
+// When clocks fall back, a fixed-time schedule fires once at the repeated
+// wall-clock time, not twice (as cron does); a schedule with a wildcard hour
+// or minute keeps firing by the elapsed time, both passes included.
+func TestNextFiresARepeatedWallClockTimeOnce(t *testing.T) {
+	t.Parallel()
+	// 2026-11-01 02:00 EDT → 01:00 EST in America/New_York.
+	from, _ := time.Parse(time.RFC3339, "2026-11-01T04:00:00Z") // 00:00 EDT
+	cases := []struct {
+		spec string
+		want []string
+	}{
+		{"30 1 * * *", []string{"2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z"}},
+		{"0 30 1 * * *", []string{"2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z"}},
+		{"0 * * * *", []string{"2026-11-01T05:00:00Z", "2026-11-01T06:00:00Z", "2026-11-01T07:00:00Z"}},
+		{"30 * * * *", []string{"2026-11-01T04:30:00Z", "2026-11-01T05:30:00Z", "2026-11-01T06:30:00Z"}},
+	}
+	for _, tc := range cases {
+		e := compiled(t, Entry{Name: "ny", Spec: tc.spec, Timezone: "America/New_York", TaskType: tasks.TypeSystemPing})
+		tick := from
+		for i, w := range tc.want {
+			tick = e.Next(tick)
+			if got := tick.UTC().Format(time.RFC3339); got != w {
+				t.Errorf("%q: tick %d = %s, want %s", tc.spec, i+1, got, w)
+				break
+			}
+		}
+	}
+}
