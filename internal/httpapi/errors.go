@@ -101,6 +101,10 @@ func toAPIError(err error) *APIError {
 func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 	return func(err error, c echo.Context) {
 		if c.Response().Committed {
+			// The caller has its answer; what failed after it (recording an
+			// idempotent response, say) must still reach the log.
+			log.ErrorContext(c.Request().Context(), "request failed after the response was sent",
+				"request_id", RequestID(c), "route", c.Path(), "err", err)
 			return
 		}
 		ae := toAPIError(err)

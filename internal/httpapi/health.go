@@ -14,11 +14,11 @@ func handleHealthz() echo.HandlerFunc {
 }
 
 // handleReadyz checks PostgreSQL and Redis (readiness); a failing dependency
-// gives 503 naming it.
+// gives 503 naming it. The endpoint is public, so the error itself (hosts,
+// ports, login failures) goes to the log, not to the caller.
 func handleReadyz(d Deps) echo.HandlerFunc {
 	type check struct {
 		Status string `json:"status"`
-		Error  string `json:"error,omitempty"`
 	}
 	return func(c echo.Context) error {
 		ctx := c.Request().Context()
@@ -29,7 +29,8 @@ func handleReadyz(d Deps) echo.HandlerFunc {
 			"redis":    func() error { return healthCheck(ctx, d.Queue.Ping) },
 		} {
 			if err := ping(); err != nil {
-				checks[name] = check{Status: "unavailable", Error: err.Error()}
+				d.Log.WarnContext(ctx, "readiness check failed", "request_id", RequestID(c), "dependency", name, "err", err)
+				checks[name] = check{Status: "unavailable"}
 				status = http.StatusServiceUnavailable
 				continue
 			}

@@ -136,8 +136,18 @@ func idempotent(d *sqlx.DB, ttl time.Duration) echo.MiddlewareFunc {
 
 			rec := &recorder{ResponseWriter: c.Response().Writer}
 			c.Response().Writer = rec
-			err = next(c)
 			ctx := context.WithoutCancel(c.Request().Context())
+			// A panic in the handler frees the key too (then re-panics for
+			// the recover middleware); otherwise a retry would get 409 "in
+			// progress" until the key expired.
+			done := false
+			defer func() {
+				if !done {
+					_ = store.NewIdempotency(d).Release(ctx, k.owner, k.key)
+				}
+			}()
+			err = next(c)
+			done = true
 			status := c.Response().Status
 			if err != nil || status < 200 || status > 299 {
 				if rErr := store.NewIdempotency(d).Release(ctx, k.owner, k.key); rErr != nil {

@@ -210,6 +210,10 @@ func TestReadyzNamesFailingDependency(t *testing.T) {
 	if body.Checks["redis"].Status != "unavailable" || body.Checks["postgres"].Status != "ok" {
 		t.Fatalf("readyz body = %s", rec.Body)
 	}
+	// Public endpoint: the dependency is named, its address is not.
+	if strings.Contains(rec.Body.String(), "127.0.0.1") || strings.Contains(rec.Body.String(), "refused") {
+		t.Fatalf("readyz leaks the error: %s", rec.Body)
+	}
 	if rec := b.do("GET", "/healthz", "", nil); rec.Code != http.StatusOK {
 		t.Fatalf("healthz must not depend on Redis: %d", rec.Code)
 	}
