@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 
 	"github.com/go-playground/validator/v10"
@@ -15,6 +16,10 @@ import (
 	"github.com/conveyor-run/conveyor/internal/db"
 	"github.com/conveyor-run/conveyor/internal/store"
 )
+
+// validKeyName: API key names appear in logs and scope idempotency keys;
+// lower case keeps them apart from the bootstrap token's name, API_TOKEN.
+var validKeyName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 
 // runAdmin runs the operator commands that need only the database:
 //
@@ -50,6 +55,9 @@ func runAdmin(ctx context.Context, cmd string, args []string, getenv func(string
 	case "createkey":
 		if strings.TrimSpace(*name) == "" {
 			return errors.New("createkey: --name is required")
+		}
+		if !validKeyName.MatchString(strings.TrimSpace(*name)) {
+			return fmt.Errorf("createkey: --name %q: use 1-64 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit", *name)
 		}
 		key, hash := auth.NewAPIKey()
 		k, err := store.NewAPIKeys(database).Create(ctx, strings.TrimSpace(*name), hash)

@@ -236,6 +236,9 @@ func TestCreateKey(t *testing.T) {
 		{[]string{"createkey", "--name", "ci"}, "already exists"},
 		{[]string{"createkey"}, "--name"},
 		{[]string{"createkey", "--name", " "}, "--name"},
+		{[]string{"createkey", "--name", "API_TOKEN"}, "lower-case"},
+		{[]string{"createkey", "--name", "billing service"}, "lower-case"},
+		{[]string{"createkey", "--name", "-x"}, "lower-case"},
 	} {
 		if out, err := b.run(tc.args); err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(out, auth.APIKeyPrefix) {
 			t.Errorf("%v: %q, %v; want an error mentioning %q and no key", tc.args, out, err, tc.want)

@@ -25,7 +25,7 @@ import (
 // or the bootstrap API_TOKEN). The zero value is an anonymous caller.
 type principal struct {
 	User   *store.User // nil for services
-	APIKey string      // the key's name for services ("bootstrap" for API_TOKEN)
+	APIKey string      // the key's name for services ("API_TOKEN" for the bootstrap token)
 }
 
 func (p principal) anonymous() bool { return p.User == nil && p.APIKey == "" }
@@ -51,8 +51,10 @@ func currentPrincipal(c echo.Context) principal {
 	return p
 }
 
-// bootstrapKeyName is the principal name of the API_TOKEN key.
-const bootstrapKeyName = "bootstrap"
+// bootstrapKeyName is the principal name of the API_TOKEN key. Key names
+// from createkey are lower case, so no key can share it (and with it the
+// bootstrap token's idempotency keys).
+const bootstrapKeyName = "API_TOKEN"
 
 // authenticate identifies the caller from "Authorization: Bearer <credential>"
 // where the credential is a JWT from /auth/login, an API key (cvk_…) or the
