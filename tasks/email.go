@@ -25,6 +25,8 @@ func emailOpts() Opts {
 //     since the message may have left; the task is archived with a message
 //     naming the email_log row so an operator can decide;
 //   - a failure that certainly sent nothing releases the claim and retries;
+//   - a message sent in full without an answer from the server keeps the
+//     claim and archives the task, as it may have been delivered;
 //   - a permanent SMTP rejection is recorded and archives the task with the
 //     server's reply as its last error.
 func sendOnce(ctx context.Context, d Deps, key, tmpl, to string, data any) error {
@@ -54,6 +56,11 @@ func sendOnce(ctx context.Context, d Deps, key, tmpl, to string, data any) error
 				return mErr
 			}
 			return Permanent(err)
+		}
+		if mail.IsUncertain(err) {
+			// It may have been delivered: keep the claim ("sending") and
+			// stop, as when an attempt dies mid-send.
+			return Permanent(fmt.Errorf("email %s: %w; not resending to keep at-most-once delivery", key, err))
 		}
 		if rErr := emails.Release(context.WithoutCancel(ctx), key); rErr != nil {
 			return fmt.Errorf("%w; releasing claim: %v", err, rErr)

@@ -146,6 +146,30 @@ func TestEmailLeftSendingIsNotResent(t *testing.T) {
 	}
 }
 
+// A send whose outcome is unknown (the server went silent after the whole
+// message) keeps the claim and archives: the retry must not send again.
+func TestEmailUncertainDeliveryIsNotRetried(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	u := store.User{Email: "w@example.com", Name: "W"}
+	if err := b.users.Create(ctx, &u); err != nil {
+		t.Fatal(err)
+	}
+	b.mailer.fail = &mail.UncertainError{Err: errors.New("read tcp: i/o timeout")}
+	err := b.run(t, tasks.EmailWelcomePayload{UserID: u.ID})
+	if !errors.Is(err, asynq.SkipRetry) || !strings.Contains(err.Error(), "uncertain") {
+		t.Fatalf("err = %v, want archived with the reason", err)
+	}
+	if e, _ := b.emails.Get(ctx, "welcome:"+itoa(u.ID)); e.Status != store.EmailSending {
+		t.Fatalf("email_log = %+v, want the claim kept (sending)", e)
+	}
+	b.mailer.fail = nil
+	if err := b.run(t, tasks.EmailWelcomePayload{UserID: u.ID}); !errors.Is(err, asynq.SkipRetry) || len(b.mailer.sent) != 0 {
+		t.Fatalf("run again: err = %v, sent = %d; want archived and nothing sent", err, len(b.mailer.sent))
+	}
+}
+
 func TestOrderProcessRejectsInconsistentOrder(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

@@ -46,6 +46,23 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &p)
 }
 
+// UncertainError: the whole message reached the server, but its answer did
+// not reach us (a timeout or a dropped connection after the final "."). The
+// email may have been delivered, so an at-most-once sender must not retry.
+type UncertainError struct{ Err error }
+
+func (e *UncertainError) Error() string {
+	return "delivery uncertain: the server did not answer after the message was sent: " + e.Err.Error()
+}
+
+func (e *UncertainError) Unwrap() error { return e.Err }
+
+// IsUncertain reports whether err is an UncertainError.
+func IsUncertain(err error) bool {
+	var u *UncertainError
+	return errors.As(err, &u)
+}
+
 // Template names.
 const (
 	TemplateWelcome           = "welcome"

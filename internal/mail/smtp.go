@@ -44,8 +44,11 @@ func NewSMTP(rawURL, from string) (*SMTP, error) {
 }
 
 // Send delivers m. A 5xx reply is returned as *PermanentError carrying the
-// server's reply; anything else (4xx, connection refused, timeouts) is a
-// plain error that callers retry.
+// server's reply. A message sent in full whose acceptance never arrived is
+// an *UncertainError. Anything else (4xx, connection refused, a connection
+// lost before the end of the message) certainly delivered nothing and is a
+// plain error that callers retry. Once the server has accepted the message,
+// later failures (RSET, QUIT) do not matter: Send reports success.
 func (s *SMTP) Send(ctx context.Context, m Message) error {
 	msg := gomail.NewMsg()
 	if err := msg.From(s.from); err != nil {
@@ -63,12 +66,19 @@ func (s *SMTP) Send(ctx context.Context, m Message) error {
 	if err != nil {
 		return fmt.Errorf("smtp client: %w", err)
 	}
-	if err := c.DialAndSendWithContext(ctx, msg); err != nil {
-		var se *gomail.SendError
-		if errors.As(err, &se) && se.ErrorCode() >= 500 {
-			return &PermanentError{Reply: err.Error()}
-		}
-		return fmt.Errorf("smtp send to %s: %w", m.To, err)
+	err = c.DialAndSendWithContext(ctx, msg)
+	if err == nil || msg.IsDelivered() {
+		return nil // accepted (250 after DATA); a failed RSET or QUIT after that changes nothing
 	}
-	return nil
+	var se *gomail.SendError
+	if errors.As(err, &se) {
+		switch {
+		case se.ErrorCode() >= 500:
+			return &PermanentError{Reply: err.Error()}
+		case se.Reason == gomail.ErrSMTPDataClose && se.ErrorCode() == 0:
+			// No SMTP reply to the final ".": not a refusal, a silence.
+			return &UncertainError{Err: fmt.Errorf("smtp send to %s: %w", m.To, err)}
+		}
+	}
+	return fmt.Errorf("smtp send to %s: %w", m.To, err)
 }
