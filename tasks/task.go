@@ -244,6 +244,18 @@ func (r *Registry) Decode(name string, payload []byte) (Payload, error) {
 	return t.decode(payload, true)
 }
 
+// DecodeStored decodes and validates a payload that was stored earlier (an
+// outbox row): like the worker, it ignores unknown fields, which a payload
+// written by an older version may carry. The error is ErrUnknownType or
+// FieldErrors.
+func (r *Registry) DecodeStored(name string, payload []byte) (Payload, error) {
+	t, ok := r.types[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownType, name)
+	}
+	return t.decode(payload, false)
+}
+
 // RetryDelay implements asynq's RetryDelayFunc: exponential backoff with full
 // jitter and a cap, per task type. base and max, when positive, replace every
 // type's own base and cap (RETRY_BASE / RETRY_MAX, used to speed up tests).

@@ -162,7 +162,8 @@ func (r *Relay) send(ctx context.Context, row store.OutboxEntry) error {
 	if !ok {
 		return fmt.Errorf("%w %q", tasks.ErrUnknownType, row.TaskType)
 	}
-	p, err := r.client.reg.Decode(row.TaskType, row.Payload)
+	// Leniently, as the worker will: the row may predate a field's removal.
+	p, err := r.client.reg.DecodeStored(row.TaskType, row.Payload)
 	if err != nil {
 		return err
 	}

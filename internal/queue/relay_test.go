@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,6 +71,38 @@ func TestRelayEnqueuesWithOutboxIDAndMarksSent(t *testing.T) {
 	}
 	if n, _, _ := b.relay.RelayOnce(ctx); n != 0 {
 		t.Fatalf("a sent row was relayed again (%d)", n)
+	}
+}
+
+// A row written by an older version may carry a field this version dropped:
+// it still goes out (the worker ignores unknown fields too), while a row
+// that no longer validates stays pending, visible, with its reason.
+func TestRelayDecodesStoredPayloadsLikeTheWorker(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	redisURL, _ := testenv.Redis(t)
+	b := setupRelay(t, redisURL, queue.RelayOptions{})
+	ob := store.NewOutbox(b.db)
+	old, err := ob.Add(ctx, tasks.TypeEmailWelcome, json.RawMessage(`{"user_id":8,"locale":"fr"}`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, failed, err := b.relay.RelayOnce(ctx); err != nil || n != 1 || failed != 0 {
+		t.Fatalf("RelayOnce = %d, %d, %v", n, failed, err)
+	}
+	if _, err := b.client.GetTask(ctx, old, ""); err != nil {
+		t.Fatalf("row with an extra field not enqueued: %v", err)
+	}
+	bad, err := ob.Add(ctx, tasks.TypeEmailWelcome, json.RawMessage(`{"user_id":0}`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, failed, _ := b.relay.RelayOnce(ctx); n != 1 || failed != 1 {
+		t.Fatalf("invalid row: RelayOnce = %d handled, %d failed", n, failed)
+	}
+	row, _ := ob.Get(ctx, bad)
+	if row.SentAt != nil || !strings.Contains(row.LastError, "user_id") {
+		t.Fatalf("invalid row = %+v, want pending with the reason", row)
 	}
 }
 
