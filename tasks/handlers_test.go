@@ -192,6 +192,55 @@ func TestOrderProcessRejectsInconsistentOrder(t *testing.T) {
 	}
 }
 
+// On the last attempt a timeout fails the order, but a cancelled context
+// (worker shutdown, which puts the task back; an operator's cancel) leaves it
+// processing, so the requeued task can still complete it.
+func TestOrderProcessLastAttemptTimeoutFailsCancelDoesNot(t *testing.T) {
+	t.Parallel()
+	d, _ := testenv.DB(t)
+	ctx := context.Background()
+	users, orders := store.NewUsers(d), store.NewOrders(d)
+	u := store.User{Email: "last@example.com", Name: "L"}
+	if err := users.Create(ctx, &u); err != nil {
+		t.Fatal(err)
+	}
+	slow := tasks.NewMux(tasks.All(), tasks.Deps{DB: d, Log: testenv.Logger(t), OrderProcessDelay: time.Hour}, nil)
+	cases := []struct {
+		name   string
+		ctx    func() (context.Context, context.CancelFunc)
+		want   error
+		status string
+	}{
+		{"timeout", func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 200*time.Millisecond) },
+			context.DeadlineExceeded, store.OrderFailed},
+		{"cancelled", func() (context.Context, context.CancelFunc) {
+			c, cancel := context.WithCancel(ctx)
+			time.AfterFunc(200*time.Millisecond, cancel)
+			return c, cancel
+		}, context.Canceled, store.OrderProcessing},
+	}
+	for _, tc := range cases {
+		o, err := orders.Create(ctx, u.ID, "EUR", []store.OrderItem{{SKU: "s", Quantity: 1, UnitPriceCents: 100}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		task, err := tasks.New(tasks.OrderProcessPayload{OrderID: o.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Outside a worker every attempt is the last one.
+		c, cancel := tc.ctx()
+		err = slow.ProcessTask(c, task)
+		cancel()
+		if !errors.Is(err, tc.want) {
+			t.Fatalf("%s: err = %v, want %v", tc.name, err, tc.want)
+		}
+		if got, _ := orders.Get(ctx, o.ID); got.Status != tc.status {
+			t.Fatalf("%s: order status %s, want %s", tc.name, got.Status, tc.status)
+		}
+	}
+}
+
 func TestCleanupDeletesOnlyOldFinishedRows(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

@@ -40,7 +40,12 @@ func handleOrderProcess(d Deps) Handler[OrderProcessPayload] {
 	return func(ctx context.Context, p OrderProcessPayload) error {
 		orders := store.NewOrders(d.DB)
 		err := processOrder(ctx, orders, p.OrderID, d.OrderProcessDelay)
-		if err != nil && !errors.Is(err, store.ErrNotFound) && (isPermanent(err) || CurrentAttempt(ctx).Last()) {
+		// A cancelled context is not the order's fault: the worker is
+		// shutting down (asynq puts the task back) or an operator cancelled
+		// the task. Only a real failure on the last attempt (a timeout
+		// included) fails the order.
+		cancelled := errors.Is(err, context.Canceled)
+		if err != nil && !errors.Is(err, store.ErrNotFound) && !cancelled && (isPermanent(err) || CurrentAttempt(ctx).Last()) {
 			// Last chance: record the failure on the order itself.
 			if _, _, fErr := orders.Transition(context.WithoutCancel(ctx), p.OrderID, store.OrderFailed,
 				store.OrderPending, store.OrderProcessing); fErr != nil {
