@@ -133,7 +133,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Warn("DEV_MODE and no JWT_SECRET: using a random per-process secret; tokens end with the process and other replicas reject them")
 	}
 	tokens := auth.NewTokens(secret, cfg.JWTTTL)
-	limiter := auth.NewLimiter(cfg.LoginMaxFailures, cfg.LoginWindow)
+	// Login limits are counted in Redis, so they hold across api replicas.
+	limiter := auth.NewRedisLimiter(q.Redis(), cfg.LoginMaxFailures, cfg.LoginWindow)
+	limiter.OnError = func(err error) {
+		log.Warn("login limiter: Redis unavailable, counting in this process", "err", err)
+	}
 
 	handler := httpapi.NewServer(httpapi.Options{APIToken: cfg.APIToken, CORSAllowedOrigins: cfg.CORSAllowedOrigins, BodyLimit: cfg.BodyLimit, MonitorUsers: cfg.MonitorUsers},
 		httpapi.Deps{Log: log, DB: database, Queue: q, Tokens: tokens, Limiter: limiter, Metrics: reg, Monitor: monitor,

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -102,34 +103,35 @@ func TestAPIKeys(t *testing.T) {
 func TestLimiter(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ctx := context.Background()
 	l := NewLimiter(3, time.Minute)
 	l.now = func() time.Time { return now }
 	for i := range 3 {
-		if ok, _ := l.Attempt("a|1.2.3.4"); !ok {
+		if ok, _ := l.Attempt(ctx, "a|1.2.3.4"); !ok {
 			t.Fatalf("refused after %d attempts", i)
 		}
 	}
-	ok, wait := l.Attempt("a|1.2.3.4")
+	ok, wait := l.Attempt(ctx, "a|1.2.3.4")
 	if ok || wait != time.Minute {
 		t.Fatalf("after 3 attempts: ok=%v wait=%v", ok, wait)
 	}
-	if ok, _ := l.Attempt("a|5.6.7.8"); !ok {
+	if ok, _ := l.Attempt(ctx, "a|5.6.7.8"); !ok {
 		t.Fatal("another IP must not be refused")
 	}
 	now = now.Add(time.Minute)
-	if ok, _ := l.Attempt("a|1.2.3.4"); !ok {
+	if ok, _ := l.Attempt(ctx, "a|1.2.3.4"); !ok {
 		t.Fatal("still refused after the window")
 	}
-	l.Attempt("b|x")
-	l.Reset("b|x")
+	l.Attempt(ctx, "b|x")
+	l.Reset(ctx, "b|x")
 	if len(l.entries) > 2 {
 		t.Fatalf("entries not swept: %d", len(l.entries))
 	}
 	for range 3 {
-		l.Attempt("c|x")
+		l.Attempt(ctx, "c|x")
 	}
-	l.Reset("c|x") // a successful login
-	if ok, _ := l.Attempt("c|x"); !ok {
+	l.Reset(ctx, "c|x") // a successful login
+	if ok, _ := l.Attempt(ctx, "c|x"); !ok {
 		t.Fatal("refused after a reset")
 	}
 }

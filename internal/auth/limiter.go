@@ -1,14 +1,24 @@
 package auth
 
 import (
+	"context"
 	"sync"
 	"time"
 )
 
+// LoginLimiter limits login attempts per key (email + client address).
+// Attempt counts an attempt and reports whether it may go ahead (and, when
+// not, when the key may try again); Reset forgets the key after a
+// successful login.
+type LoginLimiter interface {
+	Attempt(ctx context.Context, key string) (ok bool, retryAfter time.Duration)
+	Reset(ctx context.Context, key string)
+}
+
 // Limiter counts login attempts per key (email + client IP) in a fixed
-// window; a successful login resets the count. It lives in one process:
-// with several api replicas each allows Max attempts, so the effective
-// limit is Max × replicas.
+// window, in this process only: with several api replicas each allows Max
+// attempts. RedisLimiter shares the count between replicas and falls back
+// to a Limiter while Redis is unreachable.
 type Limiter struct {
 	Max    int
 	Window time.Duration
@@ -34,7 +44,7 @@ func NewLimiter(max int, window time.Duration) *Limiter {
 // before the password is checked, so guesses sent at once cannot all pass
 // before the first failures are recorded; Reset clears the count after a
 // successful login. A refused attempt is not counted.
-func (l *Limiter) Attempt(key string) (ok bool, retryAfter time.Duration) {
+func (l *Limiter) Attempt(_ context.Context, key string) (ok bool, retryAfter time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -52,7 +62,7 @@ func (l *Limiter) Attempt(key string) (ok bool, retryAfter time.Duration) {
 }
 
 // Reset forgets key (after a successful login).
-func (l *Limiter) Reset(key string) {
+func (l *Limiter) Reset(_ context.Context, key string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.entries, key)

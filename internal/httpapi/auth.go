@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -236,7 +237,7 @@ func handleLogin(d Deps) echo.HandlerFunc {
 			return err
 		}
 		key := strings.ToLower(strings.TrimSpace(req.Email)) + "|" + peerIP(c)
-		if ok, wait := d.Limiter.Attempt(key); !ok {
+		if ok, wait := d.Limiter.Attempt(c.Request().Context(), key); !ok {
 			return errTooManyRequests(c, wait)
 		}
 		ctx := c.Request().Context()
@@ -253,7 +254,7 @@ func handleLogin(d Deps) echo.HandlerFunc {
 		if err != nil {
 			return unauthorized(c, "invalid email or password")
 		}
-		d.Limiter.Reset(key)
+		d.Limiter.Reset(context.WithoutCancel(c.Request().Context()), key)
 		tok, err := d.Tokens.Issue(u.ID)
 		if err != nil {
 			return err

@@ -46,7 +46,7 @@ type Deps struct {
 	// Tokens issues and verifies access tokens; Limiter limits failed
 	// logins (nil: 5 per 15 minutes).
 	Tokens  *auth.Tokens
-	Limiter *auth.Limiter
+	Limiter auth.LoginLimiter
 	// Metrics is the registry /metrics serves; the server adds its request
 	// metrics to it. Nil: a registry of the server's own.
 	Metrics *prometheus.Registry
