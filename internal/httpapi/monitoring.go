@@ -81,16 +81,26 @@ func sameOriginWrites() echo.MiddlewareFunc {
 // what slows guessing down. Unknown names are compared against a dummy hash
 // as costly as the dearest user's, so that response times do not reveal
 // which names exist.
-func requireMonitorUser(users []config.MonitorUser) echo.MiddlewareFunc {
-	byName := make(map[string]config.MonitorUser, len(users))
+// dummyHash is the hash unknown names are checked against: a bcrypt hash
+// of the highest cost among users, so checking it takes as long as checking
+// the slowest real one.
+func dummyHash(users []config.MonitorUser) []byte {
 	cost := bcrypt.MinCost
 	for _, u := range users {
-		byName[u.Name] = u
 		if c, err := bcrypt.Cost([]byte(u.Hash)); err == nil {
 			cost = max(cost, c)
 		}
 	}
 	dummy, _ := bcrypt.GenerateFromPassword([]byte("conveyor-dummy-password"), cost)
+	return dummy
+}
+
+func requireMonitorUser(users []config.MonitorUser) echo.MiddlewareFunc {
+	byName := make(map[string]config.MonitorUser, len(users))
+	for _, u := range users {
+		byName[u.Name] = u
+	}
+	dummy := dummyHash(users)
 	var mu sync.Mutex
 	verified := map[[sha256.Size]byte]bool{}
 	const maxVerified = 1024
