@@ -92,7 +92,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 
-	q, err := queue.NewClient(cfg.RedisURL, tasks.All(), cfg.Queues)
+	rc := queue.RedisConfig{URL: cfg.RedisURL, ClusterAddrs: cfg.RedisClusterAddrs, ClusterPassword: cfg.RedisClusterPassword}
+	q, err := queue.NewClientFor(rc, tasks.All(), cfg.Queues)
 	if err != nil {
 		return err
 	}
@@ -111,13 +112,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	var monitor *httpapi.Monitor
 	if len(cfg.MonitorUsers) > 0 {
 		opts := queue.MonitorOptions{RootPath: httpapi.MonitorPath, PrometheusURL: cfg.PrometheusURL}
-		rw, err := queue.NewMonitor(cfg.RedisURL, opts)
+		rw, err := queue.NewMonitorFor(rc, opts)
 		if err != nil {
 			return err
 		}
 		defer rw.Close()
 		opts.ReadOnly = true
-		ro, err := queue.NewMonitor(cfg.RedisURL, opts)
+		ro, err := queue.NewMonitorFor(rc, opts)
 		if err != nil {
 			return err
 		}

@@ -68,7 +68,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr 
 	defer database.Close()
 	rows := store.NewSchedules(database)
 
-	q, err := queue.NewClient(cfg.RedisURL, registry, cfg.Queues)
+	q, err := queue.NewClientFor(queue.RedisConfig{URL: cfg.RedisURL, ClusterAddrs: cfg.RedisClusterAddrs, ClusterPassword: cfg.RedisClusterPassword}, registry, cfg.Queues)
 	if err != nil {
 		return err
 	}

@@ -42,7 +42,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr 
 	}
 	log := observe.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel).With("service", "worker")
 
-	redisOpt, err := queue.ParseRedisURL(cfg.RedisURL)
+	redisOpt, err := queue.RedisConfig{URL: cfg.RedisURL, ClusterAddrs: cfg.RedisClusterAddrs, ClusterPassword: cfg.RedisClusterPassword}.ConnOpt()
 	if err != nil {
 		return err
 	}

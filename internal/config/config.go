@@ -40,10 +40,15 @@ type Config struct {
 	Role Role
 
 	DatabaseURL string
-	RedisURL    string
-	LogFormat   string // "text" or "json"
-	LogLevel    string // "debug", "info", "warn" or "error"
-	DevMode     bool
+	// Redis is either RedisURL (REDIS_URL: one server, or Sentinel) or
+	// RedisClusterAddrs (REDIS_CLUSTER_ADDRS: the seed nodes of a Redis
+	// Cluster, with RedisClusterPassword); never both.
+	RedisURL             string
+	RedisClusterAddrs    []string
+	RedisClusterPassword string
+	LogFormat            string // "text" or "json"
+	LogLevel             string // "debug", "info", "warn" or "error"
+	DevMode              bool
 
 	// API.
 	HTTPAddr    string
@@ -123,11 +128,8 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 	c := Config{Role: role}
 
 	c.DatabaseURL = p.required("DATABASE_URL", validatePostgresURL)
-	if role == RoleMigrate {
-		c.RedisURL = p.optional("REDIS_URL", ValidateRedisURL) // the database commands never use Redis
-	} else {
-		c.RedisURL = p.required("REDIS_URL", ValidateRedisURL)
-	}
+	// The database commands (RoleMigrate) never use Redis.
+	c.RedisURL, c.RedisClusterAddrs, c.RedisClusterPassword = p.redis(role != RoleMigrate)
 	c.LogFormat = p.oneOf("LOG_FORMAT", "text", "text", "json")
 	c.LogLevel = p.oneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error")
 	c.DevMode = p.boolean("DEV_MODE", false)
@@ -390,6 +392,58 @@ func validatePostgresURL(v string) error {
 		return errors.New("has no host")
 	}
 	return nil
+}
+
+// redis reads REDIS_URL or REDIS_CLUSTER_ADDRS (exactly one, when required)
+// and REDIS_CLUSTER_PASSWORD, which only a cluster uses: with REDIS_URL the
+// password belongs in the URL.
+func (p *parser) redis(required bool) (redisURL string, clusterAddrs []string, clusterPassword string) {
+	redisURL = p.optional("REDIS_URL", ValidateRedisURL)
+	clusterSet := strings.TrimSpace(p.getenv("REDIS_CLUSTER_ADDRS")) != ""
+	if clusterSet {
+		var err error
+		if clusterAddrs, err = ParseClusterAddrs(p.getenv("REDIS_CLUSTER_ADDRS")); err != nil {
+			p.fail("REDIS_CLUSTER_ADDRS", err)
+		}
+	}
+	clusterPassword = p.getenv("REDIS_CLUSTER_PASSWORD")
+	switch {
+	case redisURL != "" && clusterSet:
+		p.fail("REDIS_URL, REDIS_CLUSTER_ADDRS", errors.New("set only one of them (REDIS_URL for one server or Sentinel, REDIS_CLUSTER_ADDRS for a Redis Cluster)"))
+	case redisURL == "" && !clusterSet && required:
+		p.fail("REDIS_URL", errors.New("is required (or REDIS_CLUSTER_ADDRS for a Redis Cluster)"))
+	}
+	if clusterPassword != "" && !clusterSet {
+		p.fail("REDIS_CLUSTER_PASSWORD", errors.New("is used only with REDIS_CLUSTER_ADDRS (with REDIS_URL, put the password in the URL)"))
+	}
+	return redisURL, clusterAddrs, clusterPassword
+}
+
+// ParseClusterAddrs parses REDIS_CLUSTER_ADDRS: comma-separated host:port
+// seed nodes of a Redis Cluster, such as "10.0.0.1:6379,10.0.0.2:6379". The
+// client learns the other nodes from any one of them.
+func ParseClusterAddrs(s string) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	for _, a := range strings.Split(s, ",") {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			continue
+		}
+		host, port, err := net.SplitHostPort(a)
+		if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("%q is not a host:port address (example: 10.0.0.1:6379,10.0.0.2:6379)", a)
+		}
+		if seen[a] {
+			return nil, fmt.Errorf("%q is listed twice", a)
+		}
+		seen[a] = true
+		out = append(out, a)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("lists no address (example: 10.0.0.1:6379,10.0.0.2:6379)")
+	}
+	return out, nil
 }
 
 // ValidateRedisURL accepts the URL forms asynq understands:

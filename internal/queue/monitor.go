@@ -26,10 +26,17 @@ type MonitorOptions struct {
 	ReadOnly bool
 }
 
-// NewMonitor builds the Asynqmon dashboard for the Redis at redisURL.
-// Payloads and results render as indented JSON.
+// NewMonitor builds the Asynqmon dashboard for the Redis at redisURL
+// (REDIS_URL); see NewMonitorFor.
 func NewMonitor(redisURL string, o MonitorOptions) (Monitor, error) {
-	opt, err := ParseRedisURL(redisURL)
+	return NewMonitorFor(RedisConfig{URL: redisURL}, o)
+}
+
+// NewMonitorFor builds the Asynqmon dashboard for the Redis rc names (on a
+// cluster its Redis page shows the cluster's nodes). Payloads and results
+// render as indented JSON.
+func NewMonitorFor(rc RedisConfig, o MonitorOptions) (Monitor, error) {
+	opt, err := rc.ConnOpt()
 	if err != nil {
 		return nil, err
 	}

@@ -36,6 +36,29 @@ func ParseRedisURL(url string) (asynq.RedisConnOpt, error) {
 	return opt, nil
 }
 
+// RedisConfig says where Redis is: URL (REDIS_URL) for one server or a
+// Sentinel-managed one, or ClusterAddrs (REDIS_CLUSTER_ADDRS) for a Redis
+// Cluster, never both. On a cluster every script and multi-key command must
+// keep its keys in one hash slot: asynq's keys carry the queue name as a
+// hash tag, and Conveyor's own scripts each touch a single key.
+type RedisConfig struct {
+	URL             string
+	ClusterAddrs    []string // seed nodes, host:port
+	ClusterPassword string   // REDIS_CLUSTER_PASSWORD; with URL the password is in the URL
+}
+
+// ConnOpt returns asynq's connection options for the configured Redis.
+func (rc RedisConfig) ConnOpt() (asynq.RedisConnOpt, error) {
+	switch {
+	case len(rc.ClusterAddrs) > 0 && rc.URL != "":
+		return nil, errors.New("REDIS_URL, REDIS_CLUSTER_ADDRS: set only one of them")
+	case len(rc.ClusterAddrs) > 0:
+		return asynq.RedisClusterClientOpt{Addrs: rc.ClusterAddrs, Password: rc.ClusterPassword}, nil
+	default:
+		return ParseRedisURL(rc.URL)
+	}
+}
+
 // Client enqueues and inspects tasks.
 type Client struct {
 	rdb    redis.UniversalClient
@@ -48,17 +71,23 @@ type Client struct {
 	minRetention time.Duration
 }
 
-// NewClient connects to Redis at redisURL. queues are the queue names workers
-// serve (WORKER_QUEUES); enqueueing to any other queue is refused, since no
-// worker would ever run the task.
+// NewClient connects to the Redis at redisURL (REDIS_URL); see NewClientFor.
 func NewClient(redisURL string, reg *tasks.Registry, queues map[string]int) (*Client, error) {
-	opt, err := ParseRedisURL(redisURL)
+	return NewClientFor(RedisConfig{URL: redisURL}, reg, queues)
+}
+
+// NewClientFor connects to Redis as rc says: one server, Sentinel or a
+// cluster. queues are the queue names workers serve (WORKER_QUEUES);
+// enqueueing to any other queue is refused, since no worker would ever run
+// the task.
+func NewClientFor(rc RedisConfig, reg *tasks.Registry, queues map[string]int) (*Client, error) {
+	opt, err := rc.ConnOpt()
 	if err != nil {
 		return nil, err
 	}
 	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
 	if !ok {
-		return nil, fmt.Errorf("REDIS_URL: unsupported connection type %T", opt)
+		return nil, fmt.Errorf("redis: unsupported connection type %T", opt)
 	}
 	return &Client{
 		rdb:    rdb,
@@ -79,7 +108,8 @@ func (c *Client) SetMinRetention(d time.Duration) { c.minRetention = d }
 func (c *Client) Close() error { return c.rdb.Close() }
 
 // Redis returns the underlying connection (shared with the scheduler lease
-// and health checks).
+// and health checks): a *redis.ClusterClient on a cluster, so anything that
+// uses it must keep each script's keys in one hash slot.
 func (c *Client) Redis() redis.UniversalClient { return c.rdb }
 
 // Ping checks Redis.

@@ -230,6 +230,10 @@ type PlatformOptions struct {
 	// RedisURL, if set, replaces the per-test DB of the shared Redis (for
 	// example a StartRedisServer the test stops and starts again).
 	RedisURL string
+	// RedisCluster, if set, is used instead of any Redis URL: every process gets
+	// REDIS_CLUSTER_ADDRS (and its password) instead of REDIS_URL, and
+	// Platform.RedisURL stays empty.
+	RedisCluster *RedisCluster
 }
 
 // StartPlatform migrates a fresh database and starts an api and a worker
@@ -238,25 +242,29 @@ func StartPlatform(t testing.TB, o PlatformOptions) *Platform {
 	t.Helper()
 	_, dbURL := DB(t)
 	redisURL := o.RedisURL
-	if redisURL == "" {
+	if redisURL == "" && o.RedisCluster == nil {
 		redisURL, _ = Redis(t)
+	}
+	redisEnv := []string{"REDIS_URL=" + redisURL}
+	if o.RedisCluster != nil {
+		redisURL, redisEnv = "", o.RedisCluster.Env()
 	}
 	bins := Binaries(t)
 	httpAddr := FreeAddr(t)
 	p := &Platform{t: t, Bins: bins, DBURL: dbURL, RedisURL: redisURL,
 		APIURL: "http://" + httpAddr, Token: "e2e-token-" + randomHex(12)}
-	p.Env = append([]string{
-		"DATABASE_URL=" + dbURL,
-		"REDIS_URL=" + redisURL,
-		"API_TOKEN=" + p.Token,
-		"HTTP_ADDR=" + httpAddr,
+	p.Env = append([]string{"DATABASE_URL=" + dbURL}, redisEnv...)
+	p.Env = append(p.Env,
+		"API_TOKEN="+p.Token,
+		"HTTP_ADDR="+httpAddr,
 		"DEV_MODE=true",
 		"LOG_FORMAT=json",
 		"LOG_LEVEL=debug",
 		"RETRY_BASE=1s",
 		"RETRY_MAX=2s",
 		"SHUTDOWN_TIMEOUT=20s",
-	}, o.Env...)
+	)
+	p.Env = append(p.Env, o.Env...)
 	p.API = Start(t, "api", bins.API, p.Env)
 	WaitHTTP(t, p.APIURL+"/healthz", 30*time.Second, p.API)
 	if !o.NoWorker {
