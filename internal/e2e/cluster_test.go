@@ -127,30 +127,7 @@ func TestRedisCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ticks := map[int64]int{}
-	var lo, hi int64
-	for _, id := range ids {
-		var tick int64
-		if _, err := fmt.Sscanf(id, "schedule:cluster-beat:%d", &tick); err != nil {
-			t.Fatalf("unexpected task id %q in the beat queue", id)
-		}
-		ticks[tick]++
-		if lo == 0 || tick < lo {
-			lo = tick
-		}
-		hi = max(hi, tick)
-	}
-	if len(ticks) < 3 {
-		t.Fatalf("only %d ticks fired in 5s: %v\n%s", len(ticks), ids, sched.Output())
-	}
-	for tick, n := range ticks {
-		if n != 1 {
-			t.Errorf("tick %d enqueued %d times", tick, n)
-		}
-	}
-	if gaps := int(hi-lo+1) - len(ticks); gaps != 0 {
-		t.Errorf("%d missing ticks between %d and %d", gaps, lo, hi)
-	}
+	_, hi, _ := requireEachTickOnce(t, ids, "cluster-beat", sched.Output())
 	if id := list.Schedules[0].LastTaskID; id != fmt.Sprintf("schedule:cluster-beat:%d", hi) {
 		t.Errorf("last task ID = %s, want the last tick %d", id, hi)
 	}

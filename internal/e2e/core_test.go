@@ -267,11 +267,20 @@ func TestSchedulerFiresEachTickOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	lo, hi, n := requireEachTickOnce(t, ids, "every-second", sched.Output())
+	t.Logf("ticks fired: %d, duplicates: %d, gaps: %d", n, len(ids)-n, int(hi-lo+1)-n)
+}
+
+// requireEachTickOnce parses the schedule task IDs "schedule:<name>:<tick>"
+// in ids, fails unless at least 3 ticks fired, each exactly once and with no
+// gap between the first and the last, and returns the first and last tick
+// and the number of distinct ticks. output is shown when too few fired.
+func requireEachTickOnce(t *testing.T, ids []string, name, output string) (lo, hi int64, n int) {
+	t.Helper()
 	ticks := map[int64]int{}
-	var lo, hi int64
 	for _, id := range ids {
 		var tick int64
-		if _, err := fmt.Sscanf(id, "schedule:every-second:%d", &tick); err != nil {
+		if _, err := fmt.Sscanf(id, "schedule:"+name+":%d", &tick); err != nil {
 			t.Fatalf("unexpected task id %q", id)
 		}
 		ticks[tick]++
@@ -281,17 +290,17 @@ func TestSchedulerFiresEachTickOnce(t *testing.T) {
 		hi = max(hi, tick)
 	}
 	if len(ticks) < 3 {
-		t.Fatalf("only %d ticks fired in 5s: %v\n%s", len(ticks), ids, sched.Output())
+		t.Fatalf("only %d ticks fired in 5s: %v\n%s", len(ticks), ids, output)
 	}
-	for tick, n := range ticks {
-		if n != 1 {
-			t.Errorf("tick %d enqueued %d times", tick, n)
+	for tick, c := range ticks {
+		if c != 1 {
+			t.Errorf("tick %d enqueued %d times", tick, c)
 		}
 	}
 	if gaps := int(hi-lo+1) - len(ticks); gaps != 0 {
 		t.Errorf("%d missing ticks between %d and %d", gaps, lo, hi)
 	}
-	t.Logf("ticks fired: %d, duplicates: %d, gaps: %d", len(ticks), len(ids)-len(ticks), int(hi-lo+1)-len(ticks))
+	return lo, hi, len(ticks)
 }
 
 func openDB(t *testing.T, url string) *sqlx.DB {
