@@ -3,9 +3,7 @@ package httpapi
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"math"
 	"net"
 	"net/http"
@@ -18,8 +16,8 @@ import (
 
 	"github.com/conveyor-run/conveyor/internal/auth"
 	"github.com/conveyor-run/conveyor/internal/db"
+	"github.com/conveyor-run/conveyor/internal/service"
 	"github.com/conveyor-run/conveyor/internal/store"
-	"github.com/conveyor-run/conveyor/tasks"
 )
 
 // principal is who made a request: a user (by JWT) or a service (by API key
@@ -162,8 +160,8 @@ func errTooManyRequests(c echo.Context, retryAfter time.Duration) *APIError {
 		Message: "too many failed logins; try again later"}
 }
 
-// handleRegister creates a user account and, in the same transaction, the
-// outbox row of its welcome email (POST /api/v1/auth/register).
+// handleRegister creates a user account through service.Register
+// (POST /api/v1/auth/register).
 func handleRegister(d Deps, bcryptCost int) echo.HandlerFunc {
 	type request struct {
 		Email    string `json:"email" validate:"required,email,max=254"`
@@ -186,11 +184,7 @@ func handleRegister(d Deps, bcryptCost int) echo.HandlerFunc {
 		ctx := c.Request().Context()
 		u := store.User{Email: req.Email, Name: req.Name, PasswordHash: hash}
 		err = db.InTx(ctx, d.DB, func(tx *sqlx.Tx) error {
-			if err := store.NewUsers(tx).Create(ctx, &u); err != nil {
-				return err
-			}
-			_, err := addOutbox(c, tx, tasks.EmailWelcomePayload{UserID: u.ID})
-			return err
+			return service.Register(ctx, tx, &u, RequestID(c))
 		})
 		if errors.Is(err, store.ErrConflict) {
 			return errConflict("an account with this email already exists")
@@ -200,19 +194,6 @@ func handleRegister(d Deps, bcryptCost int) echo.HandlerFunc {
 		}
 		return c.JSON(http.StatusCreated, u)
 	}
-}
-
-// addOutbox validates p and adds its task to the outbox in tx; it returns
-// the future task ID.
-func addOutbox(c echo.Context, tx *sqlx.Tx, p tasks.Payload) (string, error) {
-	if err := p.Validate(); err != nil {
-		return "", fmt.Errorf("outbox %s: %w", p.TypeName(), err)
-	}
-	b, err := json.Marshal(p)
-	if err != nil {
-		return "", fmt.Errorf("outbox %s: %w", p.TypeName(), err)
-	}
-	return store.NewOutbox(tx).Add(c.Request().Context(), p.TypeName(), b, RequestID(c))
 }
 
 // handleLogin exchanges email and password for an access token

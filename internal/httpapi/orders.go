@@ -10,8 +10,8 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/conveyor-run/conveyor/internal/db"
+	"github.com/conveyor-run/conveyor/internal/service"
 	"github.com/conveyor-run/conveyor/internal/store"
-	"github.com/conveyor-run/conveyor/tasks"
 )
 
 // orderResponse is an order; on creation it also names the tasks the order
@@ -22,9 +22,8 @@ type orderResponse struct {
 	TaskIDs []string `json:"task_ids,omitempty"`
 }
 
-// handleOrderCreate creates a pending order for the caller and, in the same
-// transaction, the outbox rows of order:process and email:order_confirmation
-// (POST /api/v1/orders). With an Idempotency-Key the key is part of that
+// handleOrderCreate creates a pending order for the caller through
+// service.CreateOrder (POST /api/v1/orders). With an Idempotency-Key the key is part of that
 // transaction too: a retry either finds the committed order's response or,
 // if the first attempt rolled back, creates the order itself.
 func handleOrderCreate(d *sqlx.DB, idemTTL time.Duration) echo.HandlerFunc {
@@ -68,21 +67,12 @@ func handleOrderCreate(d *sqlx.DB, idemTTL time.Duration) echo.HandlerFunc {
 					return errStop{err}
 				}
 			}
-			o, err := store.NewOrders(tx).Create(ctx, currentPrincipal(c).User.ID, req.Currency, items)
+			created, err := service.CreateOrder(ctx, tx, service.NewOrder{UserID: currentPrincipal(c).User.ID,
+				Currency: req.Currency, Items: items, RequestID: RequestID(c)})
 			if err != nil {
 				return err
 			}
-			resp = orderResponse{Order: o}
-			for _, p := range []tasks.Payload{
-				tasks.OrderProcessPayload{OrderID: o.ID},
-				tasks.EmailOrderConfirmationPayload{OrderID: o.ID},
-			} {
-				id, err := addOutbox(c, tx, p)
-				if err != nil {
-					return err
-				}
-				resp.TaskIDs = append(resp.TaskIDs, id)
-			}
+			resp = orderResponse{Order: created.Order, TaskIDs: created.TaskIDs}
 			if idem != nil {
 				return idem.complete(ctx, tx, http.StatusCreated, resp)
 			}

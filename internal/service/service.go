@@ -1,0 +1,78 @@
+// Package service holds Conveyor's business operations: each takes the
+// caller's *sqlx.Tx and writes its rows together with the outbox rows of the
+// work they trigger, so the work exists if and only if the write commits.
+// The HTTP handlers only decode, authorize, call a function here and encode;
+// any other producer (a CLI, a task handler, a test) calls the same code.
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/conveyor-run/conveyor/internal/store"
+	"github.com/conveyor-run/conveyor/tasks"
+)
+
+// AddTask validates p and adds its task to the outbox in tx. It returns the
+// future task ID (the outbox row's). requestID, if any, travels with the task
+// so worker logs can be joined to the request that caused it.
+func AddTask(ctx context.Context, tx *sqlx.Tx, p tasks.Payload, requestID string) (string, error) {
+	if err := p.Validate(); err != nil {
+		return "", fmt.Errorf("outbox %s: %w", p.TypeName(), err)
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return "", fmt.Errorf("outbox %s: %w", p.TypeName(), err)
+	}
+	return store.NewOutbox(tx).Add(ctx, p.TypeName(), b, requestID)
+}
+
+// Register creates the user account u (its ID and timestamps are filled in)
+// and the outbox row of its welcome email. An email already taken is
+// store.ErrConflict.
+func Register(ctx context.Context, tx *sqlx.Tx, u *store.User, requestID string) error {
+	if err := store.NewUsers(tx).Create(ctx, u); err != nil {
+		return err
+	}
+	_, err := AddTask(ctx, tx, tasks.EmailWelcomePayload{UserID: u.ID}, requestID)
+	return err
+}
+
+// NewOrder is what CreateOrder needs: validated input.
+type NewOrder struct {
+	UserID    int64
+	Currency  string
+	Items     []store.OrderItem
+	RequestID string
+}
+
+// CreatedOrder is a new order with the IDs of the tasks it triggered (the
+// outbox rows' IDs, which become the asynq task IDs once relayed).
+type CreatedOrder struct {
+	Order   store.Order
+	TaskIDs []string
+}
+
+// CreateOrder inserts a pending order and, in the same transaction, the
+// work that fulfils it.
+func CreateOrder(ctx context.Context, tx *sqlx.Tx, in NewOrder) (CreatedOrder, error) {
+	o, err := store.NewOrders(tx).Create(ctx, in.UserID, in.Currency, in.Items)
+	if err != nil {
+		return CreatedOrder{}, err
+	}
+	out := CreatedOrder{Order: o}
+	for _, p := range []tasks.Payload{
+		tasks.OrderProcessPayload{OrderID: o.ID},
+		tasks.EmailOrderConfirmationPayload{OrderID: o.ID},
+	} {
+		id, err := AddTask(ctx, tx, p, in.RequestID)
+		if err != nil {
+			return CreatedOrder{}, err
+		}
+		out.TaskIDs = append(out.TaskIDs, id)
+	}
+	return out, nil
+}

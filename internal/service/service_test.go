@@ -1,0 +1,83 @@
+package service_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+
+	"github.com/conveyor-run/conveyor/internal/service"
+	"github.com/conveyor-run/conveyor/internal/store"
+	"github.com/conveyor-run/conveyor/internal/testenv"
+	"github.com/conveyor-run/conveyor/tasks"
+)
+
+func TestRegisterWritesUserAndWelcomeEmail(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tx := testenv.Tx(t)
+
+	u := store.User{Email: "ada@example.com", Name: "Ada"}
+	if err := service.Register(ctx, tx, &u, "req-1"); err != nil {
+		t.Fatal(err)
+	}
+	if u.ID == 0 {
+		t.Fatal("user ID not filled in")
+	}
+	var rows []store.OutboxEntry
+	if err := tx.SelectContext(ctx, &rows, `SELECT * FROM outbox`); err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 || rows[0].TaskType != tasks.TypeEmailWelcome || rows[0].RequestID != "req-1" {
+		t.Fatalf("outbox = %+v, want one email:welcome row for req-1", rows)
+	}
+	var p tasks.EmailWelcomePayload
+	if err := json.Unmarshal(rows[0].Payload, &p); err != nil || p.UserID != u.ID {
+		t.Fatalf("payload = %s (%v), want user_id %d", rows[0].Payload, err, u.ID)
+	}
+
+	dup := store.User{Email: "ADA@example.com", Name: "Other"}
+	if err := service.Register(ctx, tx, &dup, ""); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("duplicate email: err = %v, want ErrConflict", err)
+	}
+}
+
+func TestCreateOrderWritesOrderAndItsTasks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tx := testenv.Tx(t)
+	u := store.User{Email: "o@example.com", Name: "O"}
+	if err := store.NewUsers(tx).Create(ctx, &u); err != nil {
+		t.Fatal(err)
+	}
+
+	got, err := service.CreateOrder(ctx, tx, service.NewOrder{UserID: u.ID, Currency: "EUR",
+		Items: []store.OrderItem{{SKU: "a", Quantity: 2, UnitPriceCents: 150}}, RequestID: "req-2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Order.ID == 0 || got.Order.Status != store.OrderPending || got.Order.TotalCents != 300 {
+		t.Fatalf("order = %+v", got.Order)
+	}
+	if len(got.TaskIDs) == 0 {
+		t.Fatal("no task IDs")
+	}
+	for _, id := range got.TaskIDs {
+		row, err := store.NewOutbox(tx).Get(ctx, id)
+		if err != nil {
+			t.Fatalf("task %s has no outbox row: %v", id, err)
+		}
+		if row.RequestID != "req-2" {
+			t.Errorf("row %s request_id = %q", id, row.RequestID)
+		}
+	}
+}
+
+func TestAddTaskRejectsInvalidPayload(t *testing.T) {
+	t.Parallel()
+	_, err := service.AddTask(context.Background(), testenv.Tx(t), tasks.OrderProcessPayload{}, "")
+	var fe tasks.FieldErrors
+	if !errors.As(err, &fe) || fe["order_id"] == "" {
+		t.Fatalf("err = %v, want FieldErrors naming order_id", err)
+	}
+}
