@@ -256,9 +256,14 @@ func TestCleanupDeletesOnlyOldFinishedRows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// max_age_hours is at least 1, so nothing fresh goes; the handler must
+	// max_age_hours is at least 24, so nothing fresh goes; the handler must
 	// still report per-table counts.
-	if err := b.run(t, tasks.MaintenanceCleanupPayload{MaxAgeHours: 1}); err != nil {
+	if err := b.run(t, tasks.MaintenanceCleanupPayload{MaxAgeHours: 24}); err != nil {
+		t.Fatal(err)
+	}
+	// This worker's CLEANUP_MAX_AGE is 0 (below anything config allows): the
+	// floor of 24 h still holds.
+	if err := b.run(t, tasks.MaintenanceCleanupPayload{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []int64{done.ID, pending.ID} {

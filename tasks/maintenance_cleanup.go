@@ -14,9 +14,21 @@ const TypeMaintenanceCleanup = "maintenance:cleanup" // on the wire: never renam
 
 // MaintenanceCleanupPayload is the payload of maintenance:cleanup.
 type MaintenanceCleanupPayload struct {
-	// MaxAgeHours overrides the worker's CLEANUP_MAX_AGE when positive.
+	// MaxAgeHours overrides the worker's CLEANUP_MAX_AGE when positive,
+	// between CleanupMinAge and CleanupMaxAgeLimit.
 	MaxAgeHours int64 `json:"max_age_hours,omitempty"`
 }
+
+// Cleanup bounds. CleanupMinAge is the floor: nothing younger is ever
+// deleted, whatever the payload or CLEANUP_MAX_AGE say, because the email
+// log rows are the at-most-once keys of emails whose tasks may still be
+// retried, and an order may still be read by its customer. The upper limit
+// keeps the age a sane duration (a huge one overflowed time.Duration and
+// put the cutoff in the future: everything was deleted).
+const (
+	CleanupMinAge      = 24 * time.Hour
+	CleanupMaxAgeLimit = 10 * 365 * 24 * time.Hour
+)
 
 // TypeName implements Payload.
 func (MaintenanceCleanupPayload) TypeName() string { return TypeMaintenanceCleanup }
@@ -29,8 +41,9 @@ func (MaintenanceCleanupPayload) Opts() Opts {
 
 // Validate implements Payload.
 func (p MaintenanceCleanupPayload) Validate() error {
-	if p.MaxAgeHours < 0 {
-		return FieldErrors{"max_age_hours": "must not be negative"}
+	lo, hi := int64(CleanupMinAge/time.Hour), int64(CleanupMaxAgeLimit/time.Hour)
+	if p.MaxAgeHours != 0 && (p.MaxAgeHours < lo || p.MaxAgeHours > hi) {
+		return FieldErrors{"max_age_hours": fmt.Sprintf("must be between %d and %d hours (or omitted for CLEANUP_MAX_AGE)", lo, hi)}
 	}
 	return nil
 }
@@ -45,8 +58,11 @@ func handleMaintenanceCleanup(d Deps) Handler[MaintenanceCleanupPayload] {
 	return func(ctx context.Context, p MaintenanceCleanupPayload) error {
 		age := d.CleanupMaxAge
 		if p.MaxAgeHours > 0 {
-			age = time.Duration(p.MaxAgeHours) * time.Hour
+			age = time.Duration(min(p.MaxAgeHours, int64(CleanupMaxAgeLimit/time.Hour))) * time.Hour
 		}
+		// Validate and config bound the age already; this is the last line
+		// of defence for the data.
+		age = min(max(age, CleanupMinAge), CleanupMaxAgeLimit)
 		res := CleanupResult{Cutoff: time.Now().Add(-age).UTC(), Deleted: map[string]int64{}}
 		steps := []struct {
 			table string

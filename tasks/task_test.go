@@ -34,6 +34,9 @@ func TestRegistryDecodeStrict(t *testing.T) {
 		{"order negative", tasks.TypeOrderProcess, `{"order_id":-1}`, "order_id"},
 		{"confirmation ok", tasks.TypeEmailOrderConfirmation, `{"order_id":3}`, ""},
 		{"cleanup negative", tasks.TypeMaintenanceCleanup, `{"max_age_hours":-1}`, "max_age_hours"},
+		{"cleanup below the floor", tasks.TypeMaintenanceCleanup, `{"max_age_hours":23}`, "max_age_hours"},
+		{"cleanup overflowing age", tasks.TypeMaintenanceCleanup, `{"max_age_hours":2562048}`, "max_age_hours"},
+		{"cleanup beyond int64", tasks.TypeMaintenanceCleanup, `{"max_age_hours":99999999999999999999}`, "max_age_hours"},
 		{"syntax", tasks.TypeOrderProcess, `{"order_id":`, "payload"},
 	}
 	for _, tc := range cases {

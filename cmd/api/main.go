@@ -123,7 +123,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		defer ro.Close()
-		monitor = &httpapi.Monitor{ReadWrite: rw, ReadOnly: ro}
+		monitor = &httpapi.Monitor{ReadWrite: rw, ReadOnly: ro, Ping: q.Ping}
 	} else {
 		log.Info("MONITOR_USERS is empty: the dashboard at /monitoring/ is off")
 	}
@@ -139,9 +139,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	limiter.OnError = func(err error) {
 		log.Warn("login limiter: Redis unavailable, counting in this process", "err", err)
 	}
+	guard := auth.NewGuard(q.Redis(), cfg.Abuse, limiter.OnError)
 
-	handler := httpapi.NewServer(httpapi.Options{APIToken: cfg.APIToken, CORSAllowedOrigins: cfg.CORSAllowedOrigins, BodyLimit: cfg.BodyLimit, MonitorUsers: cfg.MonitorUsers},
-		httpapi.Deps{Log: log, DB: database, Queue: q, Tokens: tokens, Limiter: limiter, Metrics: reg, Monitor: monitor,
+	handler := httpapi.NewServer(httpapi.Options{APIToken: cfg.APIToken, CORSAllowedOrigins: cfg.CORSAllowedOrigins, BodyLimit: cfg.BodyLimit, MonitorUsers: cfg.MonitorUsers,
+		TrustedProxies: cfg.TrustedProxies, TaskIDSecret: auth.DeriveKey(secret, "idempotency task id")},
+		httpapi.Deps{Log: log, DB: database, Queue: q, Tokens: tokens, Limiter: limiter, Guard: guard, Metrics: reg, Monitor: monitor,
 			Schedules: schedule.NewCatalog(database, q.Redis(), q, tasks.All(), cfg.Queues)})
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)

@@ -59,6 +59,19 @@ step go vet ./...
 step gofmt_l
 step go test -race -count=1 "${test_flags[@]}" "$@" ./...
 
+# Fuzz the JSON endpoints (internal/httpapi, Fuzz*) for FUZZ_TIME each (default 3s; 0 skips):
+# never a 5xx, nothing half-written. A failing input is saved under testdata/fuzz/.
+fuzz_api() {
+	local t
+	for t in $(go test -list '^Fuzz' ./internal/httpapi | grep '^Fuzz'); do
+		go test -run '^$' -fuzz "^${t}\$" -fuzztime "$FUZZ_TIME" -parallel 1 ./internal/httpapi || return 1
+	done
+}
+FUZZ_TIME=${FUZZ_TIME:-3s}
+if [[ $FUZZ_TIME != 0 && $FUZZ_TIME != 0s ]]; then
+	step fuzz_api
+fi
+
 if ((${#failed[@]})); then
 	printf 'test: FAILED: %s\n' "${failed[@]}" >&2
 	exit 1

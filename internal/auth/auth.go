@@ -5,6 +5,7 @@
 package auth
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -135,4 +136,13 @@ func NewAPIKey() (key, hash string) {
 func HashAPIKey(key string) string {
 	sum := sha256.Sum256([]byte(key))
 	return hex.EncodeToString(sum[:])
+}
+
+// DeriveKey derives a key for one purpose from a server secret (HMAC-SHA256
+// of the purpose), so one configured secret can key several things without
+// a value from one use being valid in another.
+func DeriveKey(secret []byte, purpose string) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("conveyor:" + purpose))
+	return m.Sum(nil)
 }

@@ -18,6 +18,7 @@ import (
 // OnError.
 type RedisLimiter struct {
 	rdb      redis.UniversalClient
+	prefix   string // Redis key prefix, one per limit
 	max      int
 	window   time.Duration
 	fallback *Limiter
@@ -25,9 +26,17 @@ type RedisLimiter struct {
 	OnError func(error)
 }
 
-// NewRedisLimiter allows max attempts per key within window, counted in rdb.
+// NewRedisLimiter allows max login attempts per key within window, counted
+// in rdb.
 func NewRedisLimiter(rdb redis.UniversalClient, max int, window time.Duration) *RedisLimiter {
-	return &RedisLimiter{rdb: rdb, max: max, window: window, fallback: NewLimiter(max, window)}
+	return NewNamedRedisLimiter(rdb, "login-limit", max, window)
+}
+
+// NewNamedRedisLimiter is a RedisLimiter whose counters live under their own
+// name, so several limits (per email, per address, per dashboard user) can
+// share one Redis without counting each other's attempts.
+func NewNamedRedisLimiter(rdb redis.UniversalClient, name string, max int, window time.Duration) *RedisLimiter {
+	return &RedisLimiter{rdb: rdb, prefix: "conveyor:" + name + ":", max: max, window: window, fallback: NewLimiter(max, window)}
 }
 
 // attemptScript: KEYS[1] the counter, ARGV[1] the limit, ARGV[2] the window
@@ -44,14 +53,14 @@ end
 return {1, 0}
 `)
 
-func redisLimitKey(key string) string {
+func (l *RedisLimiter) redisKey(key string) string {
 	sum := sha256.Sum256([]byte(key))
-	return "conveyor:login-limit:" + hex.EncodeToString(sum[:16])
+	return l.prefix + hex.EncodeToString(sum[:16])
 }
 
 // Attempt implements LoginLimiter.
 func (l *RedisLimiter) Attempt(ctx context.Context, key string) (bool, time.Duration) {
-	res, err := attemptScript.Run(ctx, l.rdb, []string{redisLimitKey(key)}, l.max, l.window.Milliseconds()).Int64Slice()
+	res, err := attemptScript.Run(ctx, l.rdb, []string{l.redisKey(key)}, l.max, l.window.Milliseconds()).Int64Slice()
 	if err != nil || len(res) != 2 {
 		l.failed(err)
 		return l.fallback.Attempt(ctx, key)
@@ -69,7 +78,7 @@ func (l *RedisLimiter) Attempt(ctx context.Context, key string) (bool, time.Dura
 // Reset implements LoginLimiter.
 func (l *RedisLimiter) Reset(ctx context.Context, key string) {
 	l.fallback.Reset(ctx, key)
-	if err := l.rdb.Del(ctx, redisLimitKey(key)).Err(); err != nil {
+	if err := l.rdb.Del(ctx, l.redisKey(key)).Err(); err != nil {
 		l.failed(err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"slices"
 	"sort"
@@ -63,6 +64,8 @@ type Config struct {
 	CORSAllowedOrigins []string
 	LoginMaxFailures   int
 	LoginWindow        time.Duration
+	Abuse              Abuse          // per-address limits, password-hashing cap (abuse.go)
+	TrustedProxies     []netip.Prefix // TRUSTED_PROXIES: whose X-Forwarded-For counts
 	// OrderProcessDelay is how long order:process simulates fulfilment
 	// (0 in production; tests use it to crash a worker mid-task).
 	OrderProcessDelay time.Duration
@@ -160,6 +163,7 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 		c.CORSAllowedOrigins = p.origins("CORS_ALLOWED_ORIGINS")
 		c.LoginMaxFailures = p.intRange("LOGIN_MAX_FAILURES", 5, 1, 1000)
 		c.LoginWindow = p.duration("LOGIN_WINDOW", 15*time.Minute, time.Second)
+		c.Abuse, c.TrustedProxies = p.abuse(), p.trustedProxies("TRUSTED_PROXIES")
 	}
 	c.OrderProcessDelay = p.duration("ORDER_PROCESS_DELAY", 0, 0)
 
@@ -178,7 +182,7 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 	c.RetryMax = p.duration("RETRY_MAX", 0, 0)
 	c.SMTPURL = p.optional("SMTP_URL", validateSMTPURL)
 	c.SMTPFrom = p.str("SMTP_FROM", "Conveyor <noreply@conveyor.localhost>")
-	c.CleanupMaxAge = p.duration("CLEANUP_MAX_AGE", 30*24*time.Hour, time.Minute)
+	c.CleanupMaxAge = p.duration("CLEANUP_MAX_AGE", 30*24*time.Hour, 24*time.Hour) // maintenance:cleanup's floor
 
 	c.SchedulesFile = p.str("SCHEDULES_FILE", "")
 	c.SchedulerID = p.str("SCHEDULER_ID", "")
@@ -541,6 +545,10 @@ func (p *parser) origins(name string) []string {
 		}
 		if o == "*" {
 			out = append(out, o)
+			continue
+		}
+		if strings.Contains(o, "*") { // Echo would match it as a pattern: refused, see README
+			p.fail(name, fmt.Errorf("%q: wildcards inside an origin are not supported; list each origin, or use * alone", o))
 			continue
 		}
 		u, err := url.Parse(o)

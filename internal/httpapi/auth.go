@@ -5,7 +5,6 @@ import (
 	"crypto/subtle"
 	"errors"
 	"math"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -154,10 +153,28 @@ func errForbidden(msg string) *APIError {
 	return &APIError{Status: http.StatusForbidden, Code: "forbidden", Message: msg}
 }
 
-func errTooManyRequests(c echo.Context, retryAfter time.Duration) *APIError {
-	c.Response().Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(retryAfter.Seconds()))))
-	return &APIError{Status: http.StatusTooManyRequests, Code: "too_many_requests",
-		Message: "too many failed logins; try again later"}
+func errTooManyRequests(c echo.Context, retryAfter time.Duration, msg string) *APIError {
+	c.Response().Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(retryAfter.Seconds())))))
+	return &APIError{Status: http.StatusTooManyRequests, Code: "too_many_requests", Message: msg}
+}
+
+// limit counts an attempt against l under key; refused, it is a 429 with
+// Retry-After saying msg.
+func limit(c echo.Context, l auth.LoginLimiter, key, msg string) error {
+	if ok, wait := l.Attempt(c.Request().Context(), key); !ok {
+		return errTooManyRequests(c, wait, msg)
+	}
+	return nil
+}
+
+// hashSlot waits for one of the password-hashing slots (PASSWORD_HASH_
+// CONCURRENCY); none free within PASSWORD_HASH_WAIT is a 429.
+func hashSlot(c echo.Context, g *auth.HashGate) (leave func(), err error) {
+	leave, ok := g.Enter(c.Request().Context())
+	if !ok {
+		return nil, errTooManyRequests(c, time.Second, "the server is busy checking passwords; try again shortly")
+	}
+	return leave, nil
 }
 
 // handleRegister creates a user account through service.Register
@@ -177,7 +194,15 @@ func handleRegister(d Deps, bcryptCost int) echo.HandlerFunc {
 		if err := c.Validate(req); err != nil {
 			return err
 		}
+		if err := limit(c, d.Guard.RegisterAddr, auth.AddrKey(c.RealIP()), "too many registrations from this address; try again later"); err != nil {
+			return err
+		}
+		leave, err := hashSlot(c, d.Guard.Hashing)
+		if err != nil {
+			return err
+		}
 		hash, err := auth.HashPassword(req.Password, bcryptCost)
+		leave()
 		if err != nil {
 			return err
 		}
@@ -197,7 +222,9 @@ func handleRegister(d Deps, bcryptCost int) echo.HandlerFunc {
 }
 
 // handleLogin exchanges email and password for an access token
-// (POST /api/v1/auth/login). Failures are limited per email and client IP.
+// (POST /api/v1/auth/login). Attempts are limited per client address
+// (LOGIN_ADDR_MAX, any email) and failures per email + address
+// (LOGIN_MAX_FAILURES), both before the password is hashed.
 func handleLogin(d Deps) echo.HandlerFunc {
 	type request struct {
 		// max bounds the limiter's key, kept for a whole window.
@@ -217,21 +244,30 @@ func handleLogin(d Deps) echo.HandlerFunc {
 		if err := c.Validate(req); err != nil {
 			return err
 		}
-		key := strings.ToLower(strings.TrimSpace(req.Email)) + "|" + peerIP(c)
-		if ok, wait := d.Limiter.Attempt(c.Request().Context(), key); !ok {
-			return errTooManyRequests(c, wait)
+		addr := auth.AddrKey(c.RealIP())
+		if err := limit(c, d.Guard.LoginAddr, addr, "too many logins from this address; try again later"); err != nil {
+			return err
+		}
+		key := strings.ToLower(strings.TrimSpace(req.Email)) + "|" + addr
+		if err := limit(c, d.Limiter, key, "too many failed logins; try again later"); err != nil {
+			return err
 		}
 		ctx := c.Request().Context()
 		u, err := store.NewUsers(d.DB).GetByEmail(ctx, strings.TrimSpace(req.Email))
-		switch {
-		case errors.Is(err, store.ErrNotFound):
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		leave, slotErr := hashSlot(c, d.Guard.Hashing)
+		if slotErr != nil {
+			return slotErr
+		}
+		if err != nil { // no such user: spend the same time
 			auth.WasteTime(req.Password)
 			err = auth.ErrBadPassword
-		case err != nil:
-			return err
-		default:
+		} else {
 			err = auth.CheckPassword(u.PasswordHash, req.Password)
 		}
+		leave()
 		if err != nil {
 			return unauthorized(c, "invalid email or password")
 		}
@@ -243,15 +279,4 @@ func handleLogin(d Deps) echo.HandlerFunc {
 		return c.JSON(http.StatusOK, response{AccessToken: tok, TokenType: "bearer",
 			ExpiresIn: int64(d.Tokens.TTL().Seconds())})
 	}
-}
-
-// peerIP is the address of the TCP peer. Unlike echo's RealIP it ignores
-// X-Forwarded-For, which any client can set: behind a reverse proxy every
-// client shares the proxy's address, and the limit is effectively per email.
-func peerIP(c echo.Context) string {
-	host, _, err := net.SplitHostPort(c.Request().RemoteAddr)
-	if err != nil {
-		return c.Request().RemoteAddr
-	}
-	return host
 }

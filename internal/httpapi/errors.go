@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"reflect"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -117,8 +118,9 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 }
 
 // bind decodes the JSON body into dst strictly: malformed JSON is 400,
-// unknown fields and wrong types are 422 naming the field, an oversized
-// body is 413.
+// unknown fields, wrong types and strings that are not text (NUL, control
+// characters: see text.go) are 422 naming the field, an oversized body is
+// 413.
 func bind(c echo.Context, dst any) error {
 	req := c.Request()
 	if ct := req.Header.Get(echo.HeaderContentType); ct != "" && !isJSON(ct) {
@@ -131,6 +133,11 @@ func bind(c echo.Context, dst any) error {
 	if err == nil {
 		if _, extra := dec.Token(); !errors.Is(extra, io.EOF) {
 			return errBadRequest("the body must hold exactly one JSON object")
+		}
+		fields := map[string]string{}
+		checkText(reflect.ValueOf(dst), "", fields)
+		if len(fields) > 0 {
+			return errValidation(fields)
 		}
 		return nil
 	}

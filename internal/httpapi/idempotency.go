@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -32,7 +34,23 @@ var validIdempotencyKey = regexp.MustCompile(`^[\x21-\x7e]{1,255}$`)
 type idempotency struct {
 	owner, key, hash string
 	ttl              time.Duration
+	reservedAt       time.Time // set by reserve
 }
+
+// taskID derives the task ID of the request's task: an HMAC under the
+// server's secret, so no caller can predict (and squat) another's, of the
+// owner, the key and when this lifetime of the key began, so a key used
+// again after it expired starts afresh instead of colliding with the task
+// of its previous life (still kept in Redis for its retention).
+func (k *idempotency) taskID(secret []byte) string {
+	m := hmac.New(sha256.New, secret)
+	io.WriteString(m, k.owner+"\x00"+k.key+"\x00"+strconv.FormatInt(k.reservedAt.UnixNano(), 10))
+	return IdempotentTaskIDPrefix + hex.EncodeToString(m.Sum(nil)[:16])
+}
+
+// IdempotentTaskIDPrefix starts every task ID derived from an
+// Idempotency-Key; callers may not choose such IDs (queue.ReservedTaskID).
+const IdempotentTaskIDPrefix = "idem-"
 
 // readIdempotency returns nil when the request has no Idempotency-Key.
 // Otherwise it reads the body to hash it and puts it back for bind.
@@ -79,14 +97,16 @@ func errIdempotencyInProgress() *APIError {
 }
 
 // reserve claims the key through q. It returns (true, nil) when the caller
-// should go on and do the work. Otherwise it has written the response:
-// the replay of the first one, or an error.
+// should go on and do the work, and notes when this lifetime of the key
+// began (k.reservedAt). Otherwise it has written the response: the replay
+// of the first one, or an error.
 func (k *idempotency) reserve(c echo.Context, q store.Querier) (proceed bool, err error) {
 	reserved, rec, err := store.NewIdempotency(q).Reserve(c.Request().Context(), k.owner, k.key, k.hash, k.ttl)
 	switch {
 	case err != nil:
 		return false, err
 	case reserved:
+		k.reservedAt = rec.CreatedAt
 		return true, nil
 	case rec.RequestHash != k.hash:
 		return false, errIdempotencyMismatch()
@@ -107,9 +127,11 @@ func (k *idempotency) complete(ctx context.Context, q store.Querier, status int,
 }
 
 // ctxIdempotencyTaskID carries a task ID derived from the idempotency key to
-// handleTaskCreate, so that a retry after a crash between enqueueing and
-// recording the response finds the task already there instead of enqueueing
-// a second one.
+// handleTaskCreate. A request that crashes between enqueueing and recording
+// its response leaves the key "in progress" until it expires (retries get
+// 409), and a request whose answer was sent is never released, so each
+// lifetime of a key enqueues at most one task; the ID makes that task easy
+// to find and refuses a second enqueue with the same reservation.
 const ctxIdempotencyTaskID = "idempotency_task_id"
 
 // idempotent makes POST /api/v1/tasks honour Idempotency-Key: the first 2xx
@@ -118,7 +140,7 @@ const ctxIdempotencyTaskID = "idempotency_task_id"
 // effect outside any transaction, so the key is reserved first (a concurrent
 // duplicate gets 409) and the task gets a task ID derived from the key
 // (unless the caller chose one), which asynq deduplicates.
-func idempotent(d *sqlx.DB, ttl time.Duration) echo.MiddlewareFunc {
+func idempotent(d *sqlx.DB, ttl time.Duration, secret []byte) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			k, err := readIdempotency(c, ttl)
@@ -131,8 +153,7 @@ func idempotent(d *sqlx.DB, ttl time.Duration) echo.MiddlewareFunc {
 			if proceed, err := k.reserve(c, d); !proceed {
 				return err
 			}
-			sum := sha256.Sum256([]byte(k.owner + "\x00" + k.key))
-			c.Set(ctxIdempotencyTaskID, "idem-"+hex.EncodeToString(sum[:16]))
+			c.Set(ctxIdempotencyTaskID, k.taskID(secret))
 
 			rec := &recorder{ResponseWriter: c.Response().Writer}
 			c.Response().Writer = rec
@@ -149,7 +170,8 @@ func idempotent(d *sqlx.DB, ttl time.Duration) echo.MiddlewareFunc {
 			err = next(c)
 			done = true
 			status := c.Response().Status
-			if err != nil || status < 200 || status > 299 {
+			answered := c.Response().Committed && status >= 200 && status <= 299
+			if !answered && (err != nil || status < 200 || status > 299) {
 				if rErr := store.NewIdempotency(d).Release(ctx, k.owner, k.key); rErr != nil {
 					return errors.Join(err, rErr)
 				}
@@ -171,12 +193,9 @@ func (r *recorder) Write(b []byte) (int, error) {
 	return r.ResponseWriter.Write(b)
 }
 
-// taskIDOrIdempotent is the task ID to enqueue with: the caller's, else the
-// one derived from the request's Idempotency-Key, else none (asynq picks).
-func taskIDOrIdempotent(c echo.Context, chosen string) string {
-	if chosen != "" {
-		return chosen
-	}
+// idempotentTaskID is the task ID derived from the request's
+// Idempotency-Key, or "" without one; a task_id the caller chose wins.
+func idempotentTaskID(c echo.Context) string {
 	id, _ := c.Get(ctxIdempotencyTaskID).(string)
 	return id
 }

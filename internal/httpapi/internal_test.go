@@ -25,7 +25,7 @@ func TestIdempotentKeyFreedWhenTheHandlerPanics(t *testing.T) {
 	e.POST("/boom", func(echo.Context) error {
 		calls++
 		panic("handler bug")
-	}, recoverPanics, idempotent(d, time.Hour))
+	}, recoverPanics, idempotent(d, time.Hour, []byte("test-secret")))
 	for i := range 2 {
 		req := httptest.NewRequest(http.MethodPost, "/boom", strings.NewReader(`{}`))
 		req.Header.Set("Content-Type", "application/json")

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/sha256"
 	"net/http"
 	"sync"
@@ -8,6 +9,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/conveyor-run/conveyor/internal/auth"
 	"github.com/conveyor-run/conveyor/internal/config"
 )
 
@@ -19,17 +21,20 @@ const MonitorPath = "/monitoring"
 type Monitor struct {
 	ReadWrite http.Handler
 	ReadOnly  http.Handler
+	// Ping checks Redis when the dashboard fails, to tell an outage (503)
+	// from a request that cannot be served (4xx). Nil: Redis is assumed up.
+	Ping func(context.Context) error
 }
 
 const ctxMonitorUser = "monitor_user"
 
 // addMonitoring mounts the dashboard behind HTTP basic auth. Without users
 // it mounts nothing, so /monitoring/ is a 404: the dashboard is never open.
-func addMonitoring(e *echo.Echo, users []config.MonitorUser, m *Monitor) {
+func addMonitoring(e *echo.Echo, users []config.MonitorUser, m *Monitor, guard *auth.Guard) {
 	if len(users) == 0 || m == nil {
 		return
 	}
-	g := e.Group(MonitorPath, sameOriginWrites(), requireMonitorUser(users))
+	g := e.Group(MonitorPath, sameOriginWrites(), requireMonitorUser(users, guard))
 	g.GET("", func(c echo.Context) error {
 		return c.Redirect(http.StatusMovedPermanently, MonitorPath+"/")
 	})
@@ -39,7 +44,7 @@ func addMonitoring(e *echo.Echo, users []config.MonitorUser, m *Monitor) {
 // handleMonitoring serves the dashboard. Read-only users may only read: any
 // other method is refused here, whatever the UI shows.
 func handleMonitoring(m *Monitor) echo.HandlerFunc {
-	rw, ro := echo.WrapHandler(m.ReadWrite), echo.WrapHandler(m.ReadOnly)
+	rw, ro := dashboardErrors(m.ReadWrite, m.Ping), dashboardErrors(m.ReadOnly, m.Ping)
 	return func(c echo.Context) error {
 		u, _ := c.Get(ctxMonitorUser).(config.MonitorUser)
 		if !u.ReadOnly {
@@ -95,7 +100,7 @@ func dummyHash(users []config.MonitorUser) []byte {
 	return dummy
 }
 
-func requireMonitorUser(users []config.MonitorUser) echo.MiddlewareFunc {
+func requireMonitorUser(users []config.MonitorUser, guard *auth.Guard) echo.MiddlewareFunc {
 	byName := make(map[string]config.MonitorUser, len(users))
 	for _, u := range users {
 		byName[u.Name] = u
@@ -105,18 +110,25 @@ func requireMonitorUser(users []config.MonitorUser) echo.MiddlewareFunc {
 	verified := map[[sha256.Size]byte]bool{}
 	const maxVerified = 1024
 
-	check := func(name, password string) (config.MonitorUser, bool) {
+	// cached reports whether name and password passed a full check before.
+	cached := func(name, password string) (config.MonitorUser, [sha256.Size]byte, bool) {
+		u, known := byName[name]
+		hash := u.Hash
+		if !known {
+			hash = string(dummy)
+		}
+		key := sha256.Sum256([]byte(name + "\x00" + password + "\x00" + hash))
+		mu.Lock()
+		ok := verified[key]
+		mu.Unlock()
+		return u, key, ok && known
+	}
+	// check is the full bcrypt comparison; a success is remembered.
+	check := func(name, password string, key [sha256.Size]byte) (config.MonitorUser, bool) {
 		u, known := byName[name]
 		hash := []byte(u.Hash)
 		if !known {
 			hash = dummy
-		}
-		key := sha256.Sum256([]byte(name + "\x00" + password + "\x00" + string(hash)))
-		mu.Lock()
-		ok := verified[key]
-		mu.Unlock()
-		if ok && known {
-			return u, true
 		}
 		if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil || !known {
 			return config.MonitorUser{}, false
@@ -132,18 +144,39 @@ func requireMonitorUser(users []config.MonitorUser) echo.MiddlewareFunc {
 
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			name, password, ok := c.Request().BasicAuth()
-			if ok {
-				if u, good := check(name, password); good {
-					c.Set(ctxMonitorUser, u)
-					return next(c)
-				}
-			}
 			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Basic realm="Conveyor monitoring", charset="UTF-8"`)
+			name, password, ok := c.Request().BasicAuth()
 			if !ok {
 				return errUnauthorized("log in with a MONITOR_USERS name and password")
 			}
-			return errUnauthorized("wrong user name or password")
+			u, key, good := cached(name, password)
+			if !good {
+				// A check that costs a bcrypt comparison: limited per address
+				// and, for failures, per user name + address, before hashing.
+				addr := auth.AddrKey(c.RealIP())
+				if err := limit(c, guard.MonitorAddr, addr, "too many dashboard logins from this address; try again later"); err != nil {
+					return err
+				}
+				userKey := name + "|" + addr
+				if err := limit(c, guard.MonitorUser, userKey, "too many failed dashboard logins; try again later"); err != nil {
+					return err
+				}
+				leave, err := hashSlot(c, guard.Hashing)
+				if err != nil {
+					return err
+				}
+				u, good = check(name, password, key)
+				leave()
+				if good {
+					guard.MonitorUser.Reset(context.WithoutCancel(c.Request().Context()), userKey)
+				}
+			}
+			if !good {
+				return errUnauthorized("wrong user name or password")
+			}
+			c.Response().Header().Del(echo.HeaderWWWAuthenticate)
+			c.Set(ctxMonitorUser, u)
+			return next(c)
 		}
 	}
 }

@@ -13,7 +13,7 @@ func addRoutes(e *echo.Echo, opts Options, d Deps) {
 	e.GET("/healthz", handleHealthz())
 	e.GET("/readyz", handleReadyz(d))
 	e.GET("/metrics", echo.WrapHandler(observe.MetricsHandler(d.Metrics)))
-	addMonitoring(e, opts.MonitorUsers, d.Monitor) // /monitoring/: Asynqmon behind basic auth
+	addMonitoring(e, opts.MonitorUsers, d.Monitor, d.Guard) // /monitoring/: Asynqmon behind basic auth
 
 	// Every /api/v1 route authenticates the request when it carries
 	// credentials (JWT, API key or API_TOKEN), then says who may call it.
@@ -42,7 +42,7 @@ func addRoutes(e *echo.Echo, opts Options, d Deps) {
 	route(http.MethodGet, "/orders/:id", handleOrderGet(d.DB), requireUser)
 
 	// Admin endpoints: an admin user's JWT, an API key or API_TOKEN.
-	route(http.MethodPost, "/tasks", handleTaskCreate(d.Queue), requireAdmin, idempotent(d.DB, opts.IdempotencyTTL))
+	route(http.MethodPost, "/tasks", handleTaskCreate(d.Queue), requireAdmin, idempotent(d.DB, opts.IdempotencyTTL, opts.TaskIDSecret))
 	route(http.MethodGet, "/tasks/:id", handleTaskGet(d.Queue), requireAdmin)
 	route(http.MethodDelete, "/tasks/:id", handleTaskCancel(d.Queue, opts.CancelWait), requireAdmin)
 	route(http.MethodPost, "/tasks/:id/run", handleTaskRun(d.Queue), requireAdmin)

@@ -89,7 +89,7 @@ func handleScheduleCreate(cat *schedule.Catalog) echo.HandlerFunc {
 // was sent as null (back to the default).
 type optional[T any] struct {
 	Set   bool
-	Value *T
+	Value *T `text:"inline"` // checkText: the field's own path
 }
 
 func (o *optional[T]) UnmarshalJSON(b []byte) error {

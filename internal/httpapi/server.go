@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"time"
 
@@ -36,6 +37,12 @@ type Options struct {
 	IdempotencyTTL     time.Duration // 0: 24 h
 	// MonitorUsers may log in to the dashboard at /monitoring/; none: 404.
 	MonitorUsers []config.MonitorUser
+	// TaskIDSecret keys the task IDs derived from Idempotency-Keys (nil: a
+	// random one per process).
+	TaskIDSecret []byte
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
+	// the client (TRUSTED_PROXIES); none: the TCP peer is the client.
+	TrustedProxies []netip.Prefix
 }
 
 // Deps are the server's collaborators, built once in cmd/api.
@@ -47,6 +54,9 @@ type Deps struct {
 	// logins (nil: 5 per 15 minutes).
 	Tokens  *auth.Tokens
 	Limiter auth.LoginLimiter
+	// Guard limits the anonymous endpoints that hash passwords per client
+	// address and caps concurrent hashing (nil: the defaults, in-process).
+	Guard *auth.Guard
 	// Metrics is the registry /metrics serves; the server adds its request
 	// metrics to it. Nil: a registry of the server's own.
 	Metrics *prometheus.Registry
@@ -65,18 +75,25 @@ func NewServer(opts Options, d Deps) http.Handler {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(d.Log)
+	e.IPExtractor = clientIPExtractor(opts.TrustedProxies)
 	e.Validator = structValidator{newValidator()}
 	if d.Metrics == nil {
 		d.Metrics = prometheus.NewRegistry()
 	}
 	httpMetrics := observe.NewHTTPMetrics(d.Metrics)
 	e.Use(requestID, observeRequests(httpMetrics), accessLog(d.Log), recoverPanics, bodyLimit(opts.BodyLimit))
-	e.Use(securityHeaders, cors(opts.CORSAllowedOrigins))
+	e.Use(securityHeaders, cors(opts.CORSAllowedOrigins), textParams)
 	if opts.IdempotencyTTL == 0 {
 		opts.IdempotencyTTL = 24 * time.Hour
 	}
 	if d.Limiter == nil {
 		d.Limiter = auth.NewLimiter(5, 15*time.Minute)
+	}
+	if opts.TaskIDSecret == nil {
+		opts.TaskIDSecret = auth.RandomSecret(32)
+	}
+	if d.Guard == nil {
+		d.Guard = auth.NewGuard(nil, config.DefaultAbuse(), nil)
 	}
 	addRoutes(e, opts, d)
 	return e

@@ -58,7 +58,7 @@ func handleTaskCreate(q *queue.Client) echo.HandlerFunc {
 		info, err := q.Enqueue(c.Request().Context(), queue.Request{
 			Type: req.Type, Payload: req.Payload, Queue: req.Queue, MaxRetry: req.MaxRetry,
 			Countdown: req.Countdown, ETA: eta, Timeout: req.Timeout, UniqueFor: req.UniqueFor,
-			TaskID: taskIDOrIdempotent(c, req.TaskID), RequestID: RequestID(c),
+			TaskID: req.TaskID, DerivedTaskID: idempotentTaskID(c), RequestID: RequestID(c),
 		})
 		if err != nil {
 			return err

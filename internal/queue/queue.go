@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -126,11 +127,37 @@ type Request struct {
 	ETA       *time.Time
 	Timeout   *int64 // seconds
 	UniqueFor *int64 // seconds
-	TaskID    string
-	RequestID string
+	TaskID    string // the caller's: refused in Conveyor's own namespaces (ReservedTaskID)
+	// DerivedTaskID is used when TaskID is empty: an ID the server derived
+	// itself (from an Idempotency-Key), so it may lie in a reserved namespace.
+	DerivedTaskID string
+	RequestID     string
 }
 
 var validID = regexp.MustCompile(`^[A-Za-z0-9_.:\-]{1,200}$`)
+
+// reservedPrefixes are the task ID namespaces Conveyor derives IDs in:
+// schedule ticks and manual fires (schedule:<name>:…), Idempotency-Keys
+// (idem-…), workflow steps (wf:…) and anything internal (conveyor:…).
+var reservedPrefixes = []string{"schedule:", "idem-", "wf:", "workflow:", "conveyor:"}
+
+// uuidID matches the IDs of outbox rows (their UUID is the task ID).
+var uuidID = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+// ReservedTaskID reports whether id lies in one of Conveyor's own task ID
+// namespaces, which callers of POST /api/v1/tasks may not use: a chosen
+// schedule:<name>:<tick> would turn the real tick into a "duplicate", and a
+// chosen outbox or idempotency ID would block the task it belongs to.
+// Prefixes are compared case-insensitively (Schedule: is refused too).
+func ReservedTaskID(id string) bool {
+	lower := strings.ToLower(id)
+	for _, p := range reservedPrefixes {
+		if strings.HasPrefix(lower, p) {
+			return true
+		}
+	}
+	return uuidID.MatchString(id)
+}
 
 // Enqueue validates r against the registry and enqueues it. Errors:
 // tasks.ErrUnknownType, tasks.FieldErrors (field names: "type", "payload.<f>",
@@ -248,9 +275,13 @@ func (c *Client) options(r Request, typ tasks.Type) ([]asynq.Option, error) {
 	if r.TaskID != "" {
 		if !validID.MatchString(r.TaskID) {
 			bad["task_id"] = "must be 1-200 characters of letters, digits and _.:-"
+		} else if ReservedTaskID(r.TaskID) {
+			bad["task_id"] = "is in a namespace Conveyor derives task IDs in (schedule:…, idem-…, wf:…, conveyor:…, or a UUID as outbox rows use): choose another ID"
 		} else {
 			opts = append(opts, asynq.TaskID(r.TaskID))
 		}
+	} else if r.DerivedTaskID != "" {
+		opts = append(opts, asynq.TaskID(r.DerivedTaskID))
 	}
 	if len(bad) > 0 {
 		return nil, bad

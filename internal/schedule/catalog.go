@@ -102,11 +102,31 @@ func (c *Catalog) validate(in *Input) error {
 	if in.Timezone == "" {
 		in.Timezone = "UTC"
 	}
-	_, err := FromRow(in.row(), c.reg)
+	// Bound the numbers before they become durations (a huge number of
+	// seconds overflows) or INTEGER columns (above 2³¹−1 the insert fails).
 	bad := tasks.FieldErrors{}
+	checked := *in
+	for _, n := range []struct {
+		field   string
+		v       **int
+		lo, hi  int
+		message string
+	}{
+		{"max_retry", &checked.MaxRetry, 0, 100, "must be between 0 and 100"},
+		{"timeout", &checked.Timeout, 1, 86400, "must be between 1 and 86400 seconds"},
+		{"catchup_window", &checked.CatchupWindow, 0, 7 * 24 * 3600, "must be between 0 and 604800 seconds (7 days)"},
+	} {
+		if *n.v != nil && (**n.v < n.lo || **n.v > n.hi) {
+			bad[n.field] = n.message
+			*n.v = nil
+		}
+	}
+	_, err := FromRow(checked.row(), c.reg)
 	var fe tasks.FieldErrors
 	if errors.As(err, &fe) {
-		bad = fe
+		for k, v := range fe {
+			bad[k] = v
+		}
 	} else if err != nil {
 		return err
 	}
@@ -114,9 +134,6 @@ func (c *Catalog) validate(in *Input) error {
 		if _, ok := c.queues[in.Queue]; !ok {
 			bad["queue"] = fmt.Sprintf("queue %q is not served by the workers (WORKER_QUEUES)", in.Queue)
 		}
-	}
-	if in.Timeout != nil && *in.Timeout < 1 {
-		bad["timeout"] = "must be between 1 and 86400 seconds"
 	}
 	if len(bad) > 0 {
 		return bad

@@ -109,6 +109,12 @@ func (e *Entry) Compile(reg *tasks.Registry) error {
 	} else if s, err := parser.Parse(e.Spec); err != nil {
 		bad["spec"] = fmt.Sprintf("invalid cron spec %q: %v", e.Spec, err)
 	} else if every, ok := s.(cron.ConstantDelaySchedule); ok {
+		// robfig/cron turns "@every 0s" and "@every -1s" into every second;
+		// a non-positive or sub-second interval is a mistake, not a request
+		// for the fastest schedule there is.
+		if d, err := time.ParseDuration(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(e.Spec), "@every"))); err != nil || d < time.Second {
+			bad["spec"] = fmt.Sprintf("the interval of %q must be at least 1s", e.Spec)
+		}
 		e.sched = everySchedule{d: max(every.Delay.Truncate(time.Second), time.Second)}
 	} else {
 		e.sched = s

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"time"
 )
 
@@ -25,26 +27,29 @@ func NewIdempotency(q Querier) *Idempotency { return &Idempotency{q: q} }
 
 // Reserve claims (owner, key) for a request whose body hashes to hash, for
 // ttl. It returns reserved=true when the caller now owns the key (it was new
-// or had expired). Otherwise existing is the live record holding it.
+// or had expired), with the new record; otherwise existing is the live
+// record holding it.
 //
 // Inside a transaction, a concurrent Reserve of the same key waits until the
 // first transaction ends: after a commit it sees the finished record, after
 // a rollback it reserves the key itself. That is how order creation makes
 // the key and the order atomic.
 func (r *Idempotency) Reserve(ctx context.Context, owner, key, hash string, ttl time.Duration) (reserved bool, existing IdempotencyRecord, err error) {
-	res, err := r.q.ExecContext(ctx,
+	var rec IdempotencyRecord
+	err = r.q.GetContext(ctx, &rec,
 		`INSERT INTO idempotency_keys (owner, key, request_hash, status, body, expires_at)
 		 VALUES ($1, $2, $3, 0, NULL, now() + make_interval(secs => $4))
 		 ON CONFLICT (owner, key) DO UPDATE
 		    SET request_hash = EXCLUDED.request_hash, status = 0, body = NULL,
-		        created_at = now(), expires_at = EXCLUDED.expires_at
-		  WHERE idempotency_keys.expires_at <= now()`,
+		        created_at = clock_timestamp(), expires_at = EXCLUDED.expires_at
+		  WHERE idempotency_keys.expires_at <= now()
+		 RETURNING *`,
 		owner, key, hash, ttl.Seconds())
-	if err != nil {
-		return false, IdempotencyRecord{}, mapErr(err, "reserve idempotency key")
+	if err == nil {
+		return true, rec, nil // the reservation: its CreatedAt names this lifetime of the key
 	}
-	if n, _ := res.RowsAffected(); n == 1 {
-		return true, IdempotencyRecord{}, nil
+	if !errors.Is(err, sql.ErrNoRows) {
+		return false, IdempotencyRecord{}, mapErr(err, "reserve idempotency key")
 	}
 	err = r.q.GetContext(ctx, &existing,
 		`SELECT * FROM idempotency_keys WHERE owner = $1 AND key = $2`, owner, key)

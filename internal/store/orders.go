@@ -114,13 +114,13 @@ func (r *Orders) DeleteFinishedBefore(ctx context.Context, cutoff time.Time) (in
 func (r *Orders) List(ctx context.Context, userID int64, p Page) ([]Order, int64, error) {
 	out := []Order{}
 	err := r.q.SelectContext(ctx, &out, `SELECT `+orderCols+` FROM orders
-		WHERE ($1 = 0 OR user_id = $1) ORDER BY created_at DESC, id DESC OFFSET $2 LIMIT $3`,
+		WHERE ($1::bigint = 0 OR user_id = $1) ORDER BY created_at DESC, id DESC OFFSET $2 LIMIT $3`,
 		userID, p.Skip, p.Limit)
 	if err != nil {
 		return nil, 0, mapErr(err, "list orders")
 	}
 	var total int64
-	if err := r.q.GetContext(ctx, &total, `SELECT count(*) FROM orders WHERE ($1 = 0 OR user_id = $1)`, userID); err != nil {
+	if err := r.q.GetContext(ctx, &total, `SELECT count(*) FROM orders WHERE ($1::bigint = 0 OR user_id = $1)`, userID); err != nil {
 		return nil, 0, mapErr(err, "count orders")
 	}
 	return out, total, nil

@@ -59,14 +59,14 @@ func (r *Posts) Get(ctx context.Context, id int64) (Post, error) {
 func (r *Posts) ListPublished(ctx context.Context, f PostFilter, p Page) ([]Post, int64, error) {
 	out := []Post{}
 	err := r.q.SelectContext(ctx, &out,
-		postSelect+` WHERE p.published AND ($1 = 0 OR p.author_id = $1)
+		postSelect+` WHERE p.published AND ($1::bigint = 0 OR p.author_id = $1)
 		 ORDER BY p.created_at DESC, p.id DESC OFFSET $2 LIMIT $3`, f.AuthorID, p.Skip, p.Limit)
 	if err != nil {
 		return nil, 0, mapErr(err, "list posts")
 	}
 	var total int64
 	if err := r.q.GetContext(ctx, &total,
-		`SELECT count(*) FROM posts WHERE published AND ($1 = 0 OR author_id = $1)`, f.AuthorID); err != nil {
+		`SELECT count(*) FROM posts WHERE published AND ($1::bigint = 0 OR author_id = $1)`, f.AuthorID); err != nil {
 		return nil, 0, mapErr(err, "count posts")
 	}
 	return out, total, nil

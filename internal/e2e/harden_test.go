@@ -1,0 +1,150 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/conveyor-run/conveyor/internal/testenv"
+)
+
+// Abuse limits and input rules through the real binaries: two api replicas
+// behind a "proxy" (the test, trusted through TRUSTED_PROXIES, names each
+// client in X-Forwarded-For). A login flood from one client is cut off after
+// LOGIN_ADDR_MAX attempts across both replicas while another client logs in;
+// registrations and dashboard guesses are limited per address; a client
+// cannot escape by writing its own X-Forwarded-For; bad input is a 4xx.
+func TestAbuseLimitsAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	e := startProduct(t, testenv.PlatformOptions{NoWorker: true, Env: []string{
+		"JWT_SECRET=e2e-shared-secret-0123456789abcdef0123",
+		"TRUSTED_PROXIES=127.0.0.1/32,::1",
+		"LOGIN_ADDR_MAX=6",
+		"REGISTER_ADDR_MAX=3",
+		"MONITOR_MAX_FAILURES=2",
+		monitorUsers(t, [3]string{"alice", "alice-password", ""}),
+	}})
+	addr2 := testenv.FreeAddr(t)
+	api2 := testenv.Start(t, "api-2", e.Bins.API, append(append([]string{}, e.Env...), "HTTP_ADDR="+addr2))
+	url2 := "http://" + addr2
+	testenv.WaitHTTP(t, url2+"/healthz", 30*time.Second, api2)
+	urls := []string{e.APIURL, url2}
+	const (
+		attacker = "203.0.113.7"
+		grace    = "198.51.100.9"
+		password = "correct horse battery"
+	)
+	xff := func(client string) []string { return []string{"X-Forwarded-For", client} }
+
+	if status, _, raw := call(t, http.MethodPost, e.APIURL+"/api/v1/auth/register", "",
+		map[string]string{"email": "grace@example.com", "password": password, "name": "Grace"}, nil, xff(grace)...); status != http.StatusCreated {
+		t.Fatalf("register grace: %d %s", status, raw)
+	}
+
+	// The flood: new emails each time, alternating replicas, 4 at once.
+	var reached, limited atomic.Int32
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				status, hdr, raw := call(t, http.MethodPost, urls[(w+i)%2]+"/api/v1/auth/login", "",
+					map[string]string{"email": fmt.Sprintf("guess-%d-%d@example.com", w, i), "password": "guess-guess"}, nil, xff(attacker)...)
+				switch {
+				case status == http.StatusUnauthorized:
+					reached.Add(1)
+				case status == http.StatusTooManyRequests && hdr.Get("Retry-After") != "":
+					limited.Add(1)
+				default:
+					t.Errorf("flood: %d %v %s", status, hdr, raw)
+					return
+				}
+			}
+		})
+	}
+	testenv.Eventually(t, 60*time.Second, func() bool { return limited.Load() >= 20 || t.Failed() }, "the flood was never limited")
+	for i, u := range urls { // Grace logs in on both replicas while the flood goes on
+		if status, _, raw := call(t, http.MethodPost, u+"/api/v1/auth/login", "",
+			map[string]string{"email": "grace@example.com", "password": password}, nil, xff(grace)...); status != http.StatusOK {
+			t.Fatalf("grace's login on replica %d during the flood: %d %s", i+1, status, raw)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if got := reached.Load(); got != 6 {
+		t.Fatalf("%d flood attempts reached the password check across two replicas, want LOGIN_ADDR_MAX = 6", got)
+	}
+	// Writing a forged address first in X-Forwarded-For does not help: the
+	// nearest untrusted address (the one the proxy saw) counts.
+	if status, _, raw := call(t, http.MethodPost, url2+"/api/v1/auth/login", "",
+		map[string]string{"email": "grace@example.com", "password": password}, nil, xff(grace+", "+attacker)...); status != http.StatusTooManyRequests {
+		t.Fatalf("attacker forging grace's address: %d %s, want 429", status, raw)
+	}
+
+	// Registrations: REGISTER_ADDR_MAX per address, across replicas.
+	for i := range 4 {
+		status, hdr, raw := call(t, http.MethodPost, urls[i%2]+"/api/v1/auth/register", "",
+			map[string]string{"email": fmt.Sprintf("bulk-%d@example.com", i), "password": password, "name": "Bulk"}, nil, xff("192.0.2.50")...)
+		want := http.StatusCreated
+		if i == 3 {
+			want = http.StatusTooManyRequests
+		}
+		if status != want || (want == http.StatusTooManyRequests && hdr.Get("Retry-After") == "") {
+			t.Fatalf("registration %d: %d %s, want %d", i+1, status, raw, want)
+		}
+	}
+
+	// Dashboard guesses: MONITOR_MAX_FAILURES per name + address.
+	dash := func(u, client, pw string) int {
+		status, _, _ := call(t, http.MethodGet, u+"/monitoring/api/queues", "", nil, nil,
+			"Authorization", basicAuth("alice", pw), "X-Forwarded-For", client)
+		return status
+	}
+	for i := range 2 {
+		if status := dash(urls[i], attacker, "wrong"); status != http.StatusUnauthorized {
+			t.Fatalf("dashboard guess %d: %d", i+1, status)
+		}
+	}
+	if status := dash(e.APIURL, attacker, "alice-password"); status != http.StatusTooManyRequests {
+		t.Fatalf("dashboard after 2 failures from one address: %d, want 429", status)
+	}
+	if status := dash(url2, grace, "alice-password"); status != http.StatusOK {
+		t.Fatalf("alice from another address: %d", status)
+	}
+	if status, _, raw := call(t, http.MethodGet, url2+"/monitoring/api/queues/nope", "", nil, nil,
+		"Authorization", basicAuth("alice", "alice-password"), "X-Forwarded-For", grace); status != http.StatusNotFound || !strings.Contains(string(raw), `"not_found"`) {
+		t.Fatalf("dashboard error: %d %s, want a JSON 404", status, raw)
+	}
+
+	// Bad input: 4xx naming the field, never a 5xx.
+	for _, tc := range []struct {
+		method, path, body string
+		status             int
+		want               string
+	}{
+		{"POST", "/api/v1/auth/register", `{"email":"n@example.com","password":"long-enough","name":"a\u0000b"}`, 422, `"name"`},
+		{"POST", "/api/v1/tasks", `{"type":"maintenance:cleanup","payload":{"max_age_hours":2562048}}`, 422, `"payload.max_age_hours"`},
+		{"POST", "/api/v1/tasks", `{"type":"system:ping","task_id":"schedule:cleanup-daily:1767225600"}`, 422, `"task_id"`},
+		{"POST", "/api/v1/schedules", `{"name":"zero","spec":"@every 0s","task_type":"system:ping"}`, 422, `"spec"`},
+		{"GET", "/api/v1/posts?author_id=2147483648", "", 200, `"data":[]`},
+		{"GET", "/api/v1/schedules/a%00b", "", 404, `"not_found"`},
+	} {
+		var body any
+		if tc.body != "" {
+			body = tc.body
+		}
+		status, raw := e.Do(tc.method, tc.path, body, nil)
+		if status != tc.status || !strings.Contains(string(raw), tc.want) {
+			t.Errorf("%s %s: %d %s, want %d with %s", tc.method, tc.path, status, raw, tc.status, tc.want)
+		}
+	}
+}
