@@ -29,15 +29,34 @@ func emailOpts() Opts {
 //     claim and archives the task, as it may have been delivered;
 //   - a permanent SMTP rejection is recorded and archives the task with the
 //     server's reply as its last error.
-func sendOnce(ctx context.Context, d Deps, key, tmpl, to string, data any) error {
+//
+// Mail to an address its owner has not proven (verified false) is limited
+// per recipient (d.UnverifiedMail): past the limit the email is dropped and
+// the task succeeds. Such mail must carry no user-chosen text (the callers
+// pick templates accordingly), so an account made with someone else's
+// address cannot make Conveyor send that person the attacker's words. A
+// proven address is never limited: a customer's own confirmations all go.
+func sendOnce(ctx context.Context, d Deps, key, tmpl, to string, verified bool, data any) error {
 	msg, err := d.Templates.Render(tmpl, to, data)
 	if err != nil {
 		return Permanent(err)
 	}
 	emails := store.NewEmailLog(d.DB)
-	claimed, existing, err := emails.Claim(ctx, store.EmailEntry{
-		DedupKey: key, Recipient: to, Template: tmpl, Subject: msg.Subject,
-	})
+	entry := store.EmailEntry{DedupKey: key, Recipient: to, Template: tmpl, Subject: msg.Subject}
+	var claimed bool
+	var existing store.EmailEntry
+	if verified {
+		claimed, existing, err = emails.Claim(ctx, entry)
+	} else {
+		lim := d.UnverifiedMail.orDefault()
+		var limited bool
+		claimed, limited, existing, err = emails.ClaimLimited(ctx, entry, lim.Max, lim.Window)
+		if err == nil && limited {
+			d.Log.WarnContext(ctx, "email to an unverified address dropped: limit reached",
+				"dedup_key", key, "template", tmpl, "limit", lim.Max, "window", lim.Window)
+			return nil
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -69,4 +88,17 @@ func sendOnce(ctx context.Context, d Deps, key, tmpl, to string, data any) error
 	}
 	// The message has left: record it even if the task's context is done.
 	return emails.MarkSent(context.WithoutCancel(ctx), key)
+}
+
+// Limit is a number of events per window.
+type Limit struct {
+	Max    int
+	Window time.Duration
+}
+
+func (l Limit) orDefault() Limit {
+	if l.Max <= 0 || l.Window <= 0 {
+		return Limit{Max: 3, Window: 24 * time.Hour}
+	}
+	return l
 }

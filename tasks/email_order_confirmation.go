@@ -57,7 +57,12 @@ func handleEmailOrderConfirmation(d Deps) Handler[EmailOrderConfirmationPayload]
 			Order store.Order
 			Items []store.OrderItem
 		}{u.Name, o, items}
-		return sendOnce(ctx, d, "order_confirmation:"+strconv.FormatInt(o.ID, 10),
-			mail.TemplateOrderConfirmation, u.Email, data)
+		key := "order_confirmation:" + strconv.FormatInt(o.ID, 10)
+		if u.EmailVerifiedAt == nil {
+			// Not proven: a notice without the name or the items, limited
+			// per recipient (sendOnce).
+			return sendOnce(ctx, d, key, mail.TemplateOrderNotice, u.Email, false, data)
+		}
+		return sendOnce(ctx, d, key, mail.TemplateOrderConfirmation, u.Email, true, data)
 	}
 }

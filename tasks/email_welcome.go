@@ -41,6 +41,14 @@ func handleEmailWelcome(d Deps) Handler[EmailWelcomePayload] {
 		if err != nil {
 			return fmt.Errorf("load user %d: %w", p.UserID, err)
 		}
-		return sendOnce(ctx, d, "welcome:"+strconv.FormatInt(u.ID, 10), mail.TemplateWelcome, u.Email, u)
+		// The welcome email goes to an address nobody has proven yet: it
+		// carries no user-chosen text (not even the name), only the link
+		// that proves the address.
+		data := struct{ Email, VerifyURL string }{Email: u.Email}
+		if d.VerifyLinkFunc != nil && u.EmailVerifiedAt == nil {
+			data.VerifyURL = d.VerifyLinkFunc(u.ID, u.Email)
+		}
+		return sendOnce(ctx, d, "welcome:"+strconv.FormatInt(u.ID, 10), mail.TemplateWelcome, u.Email,
+			u.EmailVerifiedAt != nil, data)
 	}
 }

@@ -25,6 +25,11 @@ type Deps struct {
 	// OrderProcessDelay is simulated fulfilment time in order:process
 	// (ORDER_PROCESS_DELAY; 0 in production).
 	OrderProcessDelay time.Duration
+	// VerifyLinkFunc returns the link that proves a user's address, for the
+	// welcome email (nil: the email carries none). UnverifiedMail limits the
+	// mail to addresses not yet proven (zero: 3 a day); see email.go.
+	VerifyLinkFunc func(userID int64, email string) string
+	UnverifiedMail Limit
 }
 
 // Outcomes of one task attempt, as reported to an Observer.

@@ -143,7 +143,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	handler := httpapi.NewServer(httpapi.Options{APIToken: cfg.APIToken, CORSAllowedOrigins: cfg.CORSAllowedOrigins, BodyLimit: cfg.BodyLimit, MonitorUsers: cfg.MonitorUsers,
 		TrustedProxies: cfg.TrustedProxies, TaskIDSecret: auth.DeriveKey(secret, "idempotency task id")},
-		httpapi.Deps{Log: log, DB: database, Queue: q, Tokens: tokens, Limiter: limiter, Guard: guard, Metrics: reg, Monitor: monitor,
+		httpapi.Deps{Log: log, DB: database, Queue: q, Tokens: tokens, Limiter: limiter, Guard: guard, Verifier: auth.NewEmailVerifier(secret), Metrics: reg, Monitor: monitor,
 			Schedules: schedule.NewCatalog(database, q.Redis(), q, tasks.All(), cfg.Queues)})
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"os/signal"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/conveyor-run/conveyor/internal/auth"
 	"github.com/conveyor-run/conveyor/internal/config"
 	"github.com/conveyor-run/conveyor/internal/db"
 	"github.com/conveyor-run/conveyor/internal/mail"
@@ -70,6 +72,8 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr 
 	registry := tasks.All()
 	mux := tasks.NewMux(registry, tasks.Deps{
 		DB: database, Mailer: mailer, Templates: templates, Log: log, CleanupMaxAge: cfg.CleanupMaxAge, OrderProcessDelay: cfg.OrderProcessDelay,
+		VerifyLinkFunc: verifyLinks(cfg, log),
+		UnverifiedMail: tasks.Limit{Max: cfg.Mail.UnverifiedMax, Window: cfg.Mail.UnverifiedWindow},
 	}, metrics)
 
 	var redisHealth atomic.Pointer[error] // asynq's last Redis health check, read by /healthz
@@ -147,5 +151,20 @@ func asynqLevel(level string) asynq.LogLevel {
 		return asynq.ErrorLevel
 	default:
 		return asynq.InfoLevel
+	}
+}
+
+// verifyLinks makes the links of welcome emails that prove an address,
+// signed with a key derived from JWT_SECRET (the api checks them with the
+// same). Without JWT_SECRET the emails carry no link, and users who sign up
+// can only be verified by an operator.
+func verifyLinks(cfg config.Config, log *slog.Logger) func(int64, string) string {
+	if cfg.JWTSecret == nil {
+		log.Warn("JWT_SECRET is not set on the worker: welcome emails carry no verification link, so new users get order notices instead of confirmations")
+		return nil
+	}
+	v := auth.NewEmailVerifier(cfg.JWTSecret)
+	return func(id int64, email string) string {
+		return cfg.Mail.PublicURL + "/api/v1/auth/verify-email?token=" + url.QueryEscape(v.Token(id, email))
 	}
 }

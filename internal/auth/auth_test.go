@@ -135,3 +135,33 @@ func TestLimiter(t *testing.T) {
 		t.Fatal("refused after a reset")
 	}
 }
+
+func TestEmailVerifier(t *testing.T) {
+	t.Parallel()
+	v := NewEmailVerifier([]byte("0123456789abcdef0123456789abcdef"))
+	tok := v.Token(42, "Ada@Example.com")
+	id, err := v.Parse(tok)
+	if err != nil || id != 42 {
+		t.Fatalf("parse: %d %v", id, err)
+	}
+	if err := v.Check(tok, 42, "ada@example.com"); err != nil {
+		t.Fatalf("valid token: %v", err)
+	}
+	other := NewEmailVerifier([]byte("another-secret-0123456789abcdef01"))
+	for name, err := range map[string]error{
+		"another address":    v.Check(tok, 42, "eve@example.com"),
+		"another user":       v.Check(tok, 43, "ada@example.com"),
+		"another key":        other.Check(tok, 42, "ada@example.com"),
+		"a changed expiry":   v.Check(strings.Replace(tok, ".", ".9", 1), 42, "ada@example.com"),
+		"a truncated token":  v.Check(tok[:len(tok)-2], 42, "ada@example.com"),
+		"not a token at all": v.Check("x", 42, "ada@example.com"),
+	} {
+		if !errors.Is(err, ErrBadEmailToken) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	v.now = func() time.Time { return time.Now().Add(EmailTokenTTL + time.Minute) }
+	if err := v.Check(tok, 42, "ada@example.com"); !errors.Is(err, ErrBadEmailToken) {
+		t.Fatalf("expired token: %v", err)
+	}
+}

@@ -88,3 +88,43 @@ func (p *parser) trustedProxies(name string) []netip.Prefix {
 	}
 	return out
 }
+
+// MailRules decide who may receive what (worker).
+type MailRules struct {
+	// PublicURL is the api's address as users reach it, the base of the
+	// verification link in the welcome email (PUBLIC_URL).
+	PublicURL string
+	// UnverifiedMax emails per UnverifiedWindow may go to an address whose
+	// owner has not proven it (the welcome email included); they never carry
+	// user-chosen text. Proven addresses are never limited.
+	UnverifiedMax    int
+	UnverifiedWindow time.Duration
+}
+
+// mailRules reads PUBLIC_URL and the unverified-mail limit.
+func (p *parser) mailRules() MailRules {
+	m := MailRules{
+		PublicURL:        strings.TrimRight(p.str("PUBLIC_URL", "http://"+DefaultHTTPAddr), "/"),
+		UnverifiedMax:    p.intRange("UNVERIFIED_MAIL_MAX", 3, 1, 1000),
+		UnverifiedWindow: p.duration("UNVERIFIED_MAIL_WINDOW", 24*time.Hour, time.Minute),
+	}
+	if err := validateHTTPURL(m.PublicURL); err != nil {
+		p.fail("PUBLIC_URL", err)
+	}
+	return m
+}
+
+// workerSecret reads JWT_SECRET on the worker, where it is optional: it keys
+// the verification links of welcome emails (without it they carry none).
+func (p *parser) workerSecret() []byte {
+	v := p.optional("JWT_SECRET", func(v string) error {
+		if len(v) < minJWTSecretLen {
+			return fmt.Errorf("must be at least %d bytes, like the api's", minJWTSecretLen)
+		}
+		return nil
+	})
+	if v == "" {
+		return nil
+	}
+	return []byte(v)
+}

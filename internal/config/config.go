@@ -83,6 +83,7 @@ type Config struct {
 	SMTPURL         string        // empty: the dev mailer logs every email
 	SMTPFrom        string
 	CleanupMaxAge   time.Duration
+	Mail            MailRules // PUBLIC_URL, UNVERIFIED_MAIL_* (abuse.go)
 
 	// Scheduler.
 	SchedulesFile string
@@ -170,6 +171,7 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 	switch role {
 	case RoleWorker:
 		c.MetricsAddr = p.addr("METRICS_ADDR", DefaultWorkerMetrics)
+		c.JWTSecret, c.Mail = p.workerSecret(), p.mailRules() // verification links (abuse.go)
 	case RoleScheduler:
 		c.MetricsAddr = p.addr("METRICS_ADDR", DefaultSchedulerMetrics)
 	}

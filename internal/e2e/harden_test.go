@@ -148,3 +148,50 @@ func TestAbuseLimitsAcrossReplicas(t *testing.T) {
 		}
 	}
 }
+
+// Mail rules through the real binaries: an account registered with an
+// address nobody proved gets a welcome email without its (attacker-chosen)
+// name and, for five orders, order notices without items, three emails in
+// all (UNVERIFIED_MAIL_MAX); after following the welcome email's link, every
+// order gets its full confirmation.
+func TestMailToUnprovenAddressesIsLimited(t *testing.T) {
+	t.Parallel()
+	e := startProduct(t, testenv.PlatformOptions{Env: []string{"UNVERIFIED_MAIL_MAX=3"}})
+	const email, password, name = "victim@example.com", "correct horse battery", "Visit evil.example"
+	if status, _, raw := call(t, http.MethodPost, e.APIURL+"/api/v1/auth/register", "",
+		map[string]string{"email": email, "password": password, "name": name}, nil); status != http.StatusCreated {
+		t.Fatalf("register: %d %s", status, raw)
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	if status, _, raw := call(t, http.MethodPost, e.APIURL+"/api/v1/auth/login", "",
+		map[string]string{"email": email, "password": password}, &tok); status != http.StatusOK {
+		t.Fatalf("login: %d %s", status, raw)
+	}
+	var orders []orderView
+	for range 5 {
+		orders = append(orders, e.createOrder(t, tok.AccessToken))
+	}
+	e.waitCompleted(t, tok.AccessToken, orders, 90*time.Second) // the email tasks too
+	got := e.mail.To(email)
+	if len(got) != 3 || len(withSubject(got, welcomeSubject)) != 1 {
+		t.Fatalf("%d emails to the unproven address, want the welcome and 2 notices: %v", len(got), subjects(got))
+	}
+	for _, m := range got {
+		if strings.Contains(m.Subject+m.Text+m.HTML, "evil") || strings.Contains(m.Text, "book") || strings.Contains(m.Subject, "confirmed") {
+			t.Fatalf("an email to an unproven address carries user-chosen text: %s\n%s", m.Subject, m.Text)
+		}
+	}
+
+	e.verify(t, withSubject(got, welcomeSubject)[0])
+	verified := []orderView{e.createOrder(t, tok.AccessToken), e.createOrder(t, tok.AccessToken)}
+	e.waitCompleted(t, tok.AccessToken, verified, 60*time.Second)
+	for _, o := range verified {
+		conf := withSubject(e.mail.To(email), fmt.Sprintf("Order #%d confirmed", o.ID))
+		if len(conf) != 1 || !strings.Contains(conf[0].Text, "book") {
+			t.Fatalf("order %d after verification: %v", o.ID, subjects(e.mail.To(email)))
+		}
+	}
+	t.Logf("unproven address: 5 orders → %d emails (welcome + notices, limit 3); after verification 2 orders → 2 confirmations", len(got))
+}

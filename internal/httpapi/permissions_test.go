@@ -184,6 +184,8 @@ func TestPermissionMatrix(t *testing.T) {
 		{"POST /api/v1/auth/login", at("/api/v1/auth/login"),
 			func() any { return map[string]string{"email": "owner@example.com", "password": "s3cret-pass"} },
 			statuses{ok, ok, ok, ok, ok}},
+		{"GET /api/v1/auth/verify-email", at("/api/v1/auth/verify-email?token=1.2.forged"), nil,
+			statuses{http.StatusUnprocessableEntity, http.StatusUnprocessableEntity, http.StatusUnprocessableEntity, http.StatusUnprocessableEntity, http.StatusUnprocessableEntity}},
 		{"GET /api/v1/users/me", at("/api/v1/users/me"), nil,
 			statuses{unauth, ok, ok, ok, forbidden}},
 		{"GET /api/v1/users", at("/api/v1/users"), nil,

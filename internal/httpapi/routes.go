@@ -28,6 +28,7 @@ func addRoutes(e *echo.Echo, opts Options, d Deps) {
 	route(http.MethodGet, "/openapi.json", handleOpenAPI())
 	route(http.MethodPost, "/auth/register", handleRegister(d, opts.BcryptCost))
 	route(http.MethodPost, "/auth/login", handleLogin(d))
+	route(http.MethodGet, "/auth/verify-email", handleVerifyEmail(d.DB, d.Verifier))
 	route(http.MethodGet, "/users/me", handleUserMe(d.DB), requireUser)
 	route(http.MethodGet, "/users", handleUserList(d.DB), requireAdmin)
 	route(http.MethodGet, "/users/:id", handleUserGet(d.DB), requireAuth)

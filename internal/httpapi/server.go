@@ -54,6 +54,9 @@ type Deps struct {
 	// logins (nil: 5 per 15 minutes).
 	Tokens  *auth.Tokens
 	Limiter auth.LoginLimiter
+	// Verifier checks the links that prove email addresses (nil: one with a
+	// random key, so no link verifies).
+	Verifier *auth.EmailVerifier
 	// Guard limits the anonymous endpoints that hash passwords per client
 	// address and caps concurrent hashing (nil: the defaults, in-process).
 	Guard *auth.Guard
@@ -91,6 +94,9 @@ func NewServer(opts Options, d Deps) http.Handler {
 	}
 	if opts.TaskIDSecret == nil {
 		opts.TaskIDSecret = auth.RandomSecret(32)
+	}
+	if d.Verifier == nil {
+		d.Verifier = auth.NewEmailVerifier(auth.RandomSecret(32))
 	}
 	if d.Guard == nil {
 		d.Guard = auth.NewGuard(nil, config.DefaultAbuse(), nil)

@@ -15,7 +15,10 @@ import (
 	"fmt"
 	htmltemplate "html/template"
 	"log/slog"
+	"strings"
 	texttemplate "text/template"
+	"unicode"
+	"unicode/utf8"
 )
 
 //go:embed templates/*
@@ -67,6 +70,9 @@ func IsUncertain(err error) bool {
 const (
 	TemplateWelcome           = "welcome"
 	TemplateOrderConfirmation = "order_confirmation"
+	// TemplateOrderNotice tells an address not yet proven that an order was
+	// placed, with no user-chosen text (no name, no items).
+	TemplateOrderNotice = "order_notice"
 )
 
 // Templates renders the embedded templates.
@@ -78,7 +84,7 @@ type Templates struct {
 // LoadTemplates parses the embedded templates; it fails only if a template in
 // the binary is broken, which tests catch.
 func LoadTemplates() (*Templates, error) {
-	funcs := map[string]any{"cents": formatCents}
+	funcs := map[string]any{"cents": formatCents, "clean": Clean}
 	t, err := texttemplate.New("").Funcs(funcs).ParseFS(templateFS, "templates/*.txt")
 	if err != nil {
 		return nil, fmt.Errorf("parse text templates: %w", err)
@@ -122,4 +128,30 @@ func formatCents(c int64) string {
 		sign, c = "-", -c
 	}
 	return fmt.Sprintf("%s%d.%02d", sign, c/100, c%100)
+}
+
+// MaxUserText bounds, in characters, each piece of user-supplied text an
+// email carries (names, SKUs): the API bounds them too, but rows written
+// another way (a CLI, an old version) must not make an email unbounded.
+const MaxUserText = 100
+
+// Clean makes user-supplied text safe to put in an email: control and
+// format characters (which could forge header lines or reorder text, as
+// bidi overrides do) become spaces, and the text is cut to MaxUserText
+// characters. The HTML template escapes the result as well.
+func Clean(s string) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range s {
+		if n == MaxUserText {
+			b.WriteString("…")
+			break
+		}
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == utf8.RuneError {
+			r = ' '
+		}
+		b.WriteRune(r)
+		n++
+	}
+	return b.String()
 }

@@ -43,7 +43,7 @@ func newSMTP(t *testing.T, url string) *mail.SMTP {
 func TestSMTPDeliversTextAndHTML(t *testing.T) {
 	t.Parallel()
 	srv := mailtest.Start(t)
-	msg := render(t, mail.TemplateWelcome, "ada@example.com", store.User{Name: "Ada", Email: "ada@example.com"})
+	msg := render(t, mail.TemplateWelcome, "ada@example.com", welcomeData("ada@example.com"))
 	if err := newSMTP(t, srv.URL()).Send(context.Background(), msg); err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestSMTPDeliversTextAndHTML(t *testing.T) {
 		t.Fatalf("received %d messages for ada@example.com, want 1: %+v", len(got), srv.Messages())
 	}
 	m := got[0]
-	if m.From != "noreply@conveyor.test" || m.Subject != "Welcome to Conveyor, Ada" {
+	if m.From != "noreply@conveyor.test" || m.Subject != "Welcome to Conveyor" {
 		t.Fatalf("from=%q subject=%q", m.From, m.Subject)
 	}
 	if !strings.Contains(m.Text, "your account ada@example.com is ready") || !strings.Contains(m.HTML, "<strong>ada@example.com</strong>") {
@@ -79,7 +79,7 @@ func TestSMTPFailuresArePermanentOnlyFor5xx(t *testing.T) {
 			srv.Reject(func(string) *smtp.SMTPError {
 				return &smtp.SMTPError{Code: tc.code, EnhancedCode: smtp.EnhancedCode{tc.code / 100, 1, 1}, Message: "refused by test"}
 			})
-			msg := render(t, mail.TemplateWelcome, "bob@example.com", store.User{Name: "Bob", Email: "bob@example.com"})
+			msg := render(t, mail.TemplateWelcome, "bob@example.com", welcomeData("bob@example.com"))
 			err := newSMTP(t, srv.URL()).Send(context.Background(), msg)
 			if err == nil {
 				t.Fatal("send succeeded, want an error")
@@ -100,7 +100,7 @@ func TestSMTPFailuresArePermanentOnlyFor5xx(t *testing.T) {
 func TestSMTPConnectionRefusedIsTemporary(t *testing.T) {
 	t.Parallel()
 	addr := testenv.FreeAddr(t) // nothing listens there
-	msg := render(t, mail.TemplateWelcome, "c@example.com", store.User{Name: "C", Email: "c@example.com"})
+	msg := render(t, mail.TemplateWelcome, "c@example.com", welcomeData("c@example.com"))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	err := newSMTP(t, "smtp://"+addr).Send(ctx, msg)
@@ -114,7 +114,8 @@ func orderFixture(t *testing.T, email string) (deps tasks.Deps, order store.Orde
 	t.Helper()
 	ctx := context.Background()
 	d, _ := testenv.DB(t)
-	u := store.User{Email: email, Name: "Grace"}
+	verified := time.Now()
+	u := store.User{Email: email, Name: "Grace", EmailVerifiedAt: &verified}
 	if err := store.NewUsers(d).Create(ctx, &u); err != nil {
 		t.Fatal(err)
 	}
@@ -210,4 +211,9 @@ func TestOrderConfirmationSMTPRejections(t *testing.T) {
 			t.Fatalf("received %d emails after the retry, want 1", n)
 		}
 	})
+}
+
+// welcomeData is the welcome template's input.
+func welcomeData(email string) any {
+	return struct{ Email, VerifyURL string }{Email: email, VerifyURL: "https://conveyor.example/api/v1/auth/verify-email?token=t"}
 }

@@ -2,8 +2,12 @@ package store
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"time"
+
+	"github.com/jmoiron/sqlx"
 )
 
 // Email delivery states in email_log.
@@ -93,4 +97,57 @@ func (r *EmailLog) DeleteBefore(ctx context.Context, cutoff time.Time) (int64, e
 		return 0, mapErr(err, "delete old emails")
 	}
 	return res.RowsAffected()
+}
+
+// ClaimLimited is Claim for mail to an address whose owner has not proven
+// it: the claim succeeds only while fewer than max emails were claimed for
+// the recipient within window. limited reports a refusal for that reason.
+// Concurrent claims for one recipient are serialised (an advisory lock on
+// the address), so the limit is exact. q must be a *sqlx.DB or a transaction
+// the caller commits.
+func (r *EmailLog) ClaimLimited(ctx context.Context, e EmailEntry, max int, window time.Duration) (claimed, limited bool, existing EmailEntry, err error) {
+	err = inTx(ctx, r.q, func(q Querier) error {
+		if _, err := q.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('email_log:' || lower($1), 0))`, e.Recipient); err != nil {
+			return mapErr(err, "lock recipient")
+		}
+		var got EmailEntry
+		switch err := q.GetContext(ctx, &got, `SELECT * FROM email_log WHERE dedup_key = $1`, e.DedupKey); {
+		case err == nil:
+			existing = got // handled before: Claim's answer, not a limit
+			return nil
+		case !errors.Is(err, sql.ErrNoRows):
+			return mapErr(err, "get email "+e.DedupKey)
+		}
+		var n int
+		if err := q.GetContext(ctx, &n,
+			`SELECT count(*) FROM email_log WHERE lower(recipient) = lower($1) AND created_at > now() - make_interval(secs => $2)`,
+			e.Recipient, window.Seconds()); err != nil {
+			return mapErr(err, "count emails to recipient")
+		}
+		if n >= max {
+			limited = true
+			return nil
+		}
+		c, ex, err := NewEmailLog(q).Claim(ctx, e)
+		claimed, existing = c, ex
+		return err
+	})
+	return claimed, limited, existing, err
+}
+
+// inTx runs f in a transaction: q's own when it is one, else a new one on q.
+func inTx(ctx context.Context, q Querier, f func(Querier) error) error {
+	d, ok := q.(*sqlx.DB)
+	if !ok {
+		return f(q)
+	}
+	tx, err := d.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := f(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
 }

@@ -15,6 +15,8 @@ type User struct {
 	PasswordHash string    `db:"password_hash" json:"-"`
 	Role         string    `db:"role" json:"role"`
 	CreatedAt    time.Time `db:"created_at" json:"created_at"`
+	// EmailVerifiedAt is when the owner proved the address (nil: not yet).
+	EmailVerifiedAt *time.Time `db:"email_verified_at" json:"email_verified_at"`
 }
 
 // Roles.
@@ -29,7 +31,7 @@ type Users struct{ q Querier }
 // NewUsers returns a repository over q.
 func NewUsers(q Querier) *Users { return &Users{q: q} }
 
-const userCols = `id, email, name, password_hash, role, created_at`
+const userCols = `id, email, name, password_hash, role, created_at, email_verified_at`
 
 // Create inserts u and fills its ID and CreatedAt. A duplicate email (case
 // insensitive) is ErrConflict.
@@ -38,9 +40,9 @@ func (r *Users) Create(ctx context.Context, u *User) error {
 		u.Role = RoleUser
 	}
 	err := r.q.QueryRowxContext(ctx,
-		`INSERT INTO users (email, name, password_hash, role) VALUES ($1, $2, $3, $4)
+		`INSERT INTO users (email, name, password_hash, role, email_verified_at) VALUES ($1, $2, $3, $4, $5)
 		 RETURNING id, created_at`,
-		u.Email, u.Name, u.PasswordHash, u.Role).Scan(&u.ID, &u.CreatedAt)
+		u.Email, u.Name, u.PasswordHash, u.Role, u.EmailVerifiedAt).Scan(&u.ID, &u.CreatedAt)
 	return mapErr(err, "create user")
 }
 
@@ -72,7 +74,7 @@ func profileSelect(withDrafts bool) string {
 	if withDrafts {
 		published = ``
 	}
-	return `SELECT u.id, u.email, u.name, u.password_hash, u.role, u.created_at,
+	return `SELECT u.id, u.email, u.name, u.password_hash, u.role, u.created_at, u.email_verified_at,
        (SELECT count(*) FROM posts p WHERE p.author_id = u.id` + published + `) AS post_count
   FROM users u`
 }
@@ -97,4 +99,21 @@ func (r *Users) List(ctx context.Context, p Page) ([]UserProfile, int64, error) 
 		return nil, 0, mapErr(err, "count users")
 	}
 	return out, total, nil
+}
+
+// MarkEmailVerified records that the owner of user id proved email, which
+// must still be the account's address (compared case-insensitively). It
+// returns ErrNotFound when no such user has that address; verifying twice
+// keeps the first time.
+func (r *Users) MarkEmailVerified(ctx context.Context, id int64, email string) error {
+	res, err := r.q.ExecContext(ctx,
+		`UPDATE users SET email_verified_at = coalesce(email_verified_at, now())
+		  WHERE id = $1 AND lower(email) = lower($2)`, id, email)
+	if err != nil {
+		return mapErr(err, fmt.Sprintf("verify email of user %d", id))
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
 }

@@ -258,6 +258,9 @@ func StartPlatform(t testing.TB, o PlatformOptions) *Platform {
 		"API_TOKEN="+p.Token,
 		"HTTP_ADDR="+httpAddr,
 		"DEV_MODE=true",
+		// Shared by the api and the worker, so the verification links in
+		// welcome emails verify.
+		"JWT_SECRET=e2e-jwt-secret-"+randomHex(16),
 		"LOG_FORMAT=json",
 		"LOG_LEVEL=debug",
 		"RETRY_BASE=1s",
