@@ -13,11 +13,18 @@ type taskKey struct{}
 // handler.
 func withTask(ctx context.Context, t *asynq.Task) context.Context {
 	ctx = context.WithValue(ctx, taskKey{}, t)
-	var w io.Writer
-	if rw := t.ResultWriter(); rw != nil {
-		w = rw
+	if _, ok := ctx.Value(stateKey{}).(*taskState); ok {
+		return ctx // made by the Mux's workflow step hook, which reads the result back
 	}
-	return withState(ctx, w)
+	return withState(ctx, resultWriter(t))
+}
+
+// resultWriter is t's ResultWriter, or nil outside a worker.
+func resultWriter(t *asynq.Task) io.Writer {
+	if rw := t.ResultWriter(); rw != nil {
+		return rw
+	}
+	return nil
 }
 
 // Attempt describes the running attempt of the current task.

@@ -41,6 +41,11 @@ func handleEmailOrderConfirmation(d Deps) Handler[EmailOrderConfirmationPayload]
 		if err != nil {
 			return fmt.Errorf("load order %d: %w", p.OrderID, err)
 		}
+		if o.Status == store.OrderFailed {
+			// The order workflow never gets here for a failed order; a task
+			// enqueued by hand must not confirm it either.
+			return Permanent(fmt.Errorf("order %d failed: no confirmation", o.ID))
+		}
 		u, err := store.NewUsers(d.DB).Get(ctx, o.UserID)
 		if errors.Is(err, store.ErrNotFound) {
 			return Permanent(err)

@@ -292,3 +292,23 @@ func verifiedNow() *time.Time {
 	now := time.Now()
 	return &now
 }
+
+// A failed order is never confirmed, even by a confirmation task enqueued by
+// hand (the order workflow never enqueues one).
+func TestFailedOrderGetsNoConfirmation(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	u := store.User{Email: "f@example.com", Name: "F"}
+	if err := b.users.Create(ctx, &u); err != nil {
+		t.Fatal(err)
+	}
+	o, _ := b.orders.Create(ctx, u.ID, "EUR", []store.OrderItem{{SKU: "s", Quantity: 1, UnitPriceCents: 1}})
+	if _, _, err := b.orders.Transition(ctx, o.ID, store.OrderFailed, store.OrderPending); err != nil {
+		t.Fatal(err)
+	}
+	err := b.run(t, tasks.EmailOrderConfirmationPayload{OrderID: o.ID})
+	if !errors.Is(err, asynq.SkipRetry) || len(b.mailer.sent) != 0 {
+		t.Fatalf("err = %v, sent %d; want archived, nothing sent", err, len(b.mailer.sent))
+	}
+}

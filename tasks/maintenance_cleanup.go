@@ -69,6 +69,7 @@ func handleMaintenanceCleanup(d Deps) Handler[MaintenanceCleanupPayload] {
 			del   func(context.Context, time.Time) (int64, error)
 		}{
 			{"orders", store.NewOrders(d.DB).DeleteFinishedBefore},
+			{"workflows", store.NewWorkflows(d.DB).DeleteFinishedBefore}, // finished ones, with their steps
 			{"email_log", store.NewEmailLog(d.DB).DeleteBefore},
 			{"outbox", store.NewOutbox(d.DB).DeleteSentBefore},             // sent rows only
 			{"idempotency_keys", store.NewIdempotency(d.DB).DeleteExpired}, // by their own expiry

@@ -30,6 +30,9 @@ type Deps struct {
 	// mail to addresses not yet proven (zero: 3 a day); see email.go.
 	VerifyLinkFunc func(userID int64, email string) string
 	UnverifiedMail Limit
+	// Workflows records workflow steps' outcomes (nil: steps are only
+	// advanced by the reconciler).
+	Workflows StepReporter
 }
 
 // Outcomes of one task attempt, as reported to an Observer.
@@ -52,11 +55,13 @@ type Mux struct {
 	handlers map[string]asynq.Handler
 	log      *slog.Logger
 	obs      Observer
+	steps    *stepHook // workflow_step.go
 }
 
 // NewMux builds handlers for every type in r. obs may be nil.
 func NewMux(r *Registry, d Deps, obs Observer) *Mux {
-	m := &Mux{handlers: make(map[string]asynq.Handler, len(r.types)), log: d.Log, obs: obs}
+	m := &Mux{handlers: make(map[string]asynq.Handler, len(r.types)), log: d.Log, obs: obs,
+		steps: &stepHook{db: d.DB, reporter: d.Workflows, log: d.Log}}
 	for name, t := range r.types {
 		m.handlers[name] = t.handler(d)
 	}
@@ -65,6 +70,10 @@ func NewMux(r *Registry, d Deps, obs Observer) *Mux {
 
 // ProcessTask implements asynq.Handler.
 func (m *Mux) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	ctx, step, run := m.steps.begin(ctx, t)
+	if !run {
+		return nil // a workflow step that is cancelled or already finished
+	}
 	attempt := CurrentAttempt(ctx)
 	queue, _ := asynq.GetQueueName(ctx)
 	log := m.log.With("task_type", t.Type(), "task_id", attempt.TaskID, "queue", queue,
@@ -93,6 +102,7 @@ func (m *Mux) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if m.obs != nil {
 		m.obs.TaskFinished(t.Type(), queue, outcome, elapsed)
 	}
+	m.steps.end(ctx, step, outcome, err)
 	return err
 }
 

@@ -2,7 +2,9 @@ package tasks
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -10,12 +12,16 @@ import (
 // checks and benchmarks. Its optional fields make it useful for drills too:
 // SleepMS holds a worker slot (to watch graceful shutdown or load), and Fail
 // makes every attempt fail with that message (to watch retries and archiving).
+// In a workflow its result's "value" is Add plus the values of its parents'
+// results, and "parents" counts them: a chain or chord of pings shows that
+// results travel along the DAG.
 const TypeSystemPing = "system:ping"
 
 // SystemPingPayload is the payload of system:ping.
 type SystemPingPayload struct {
 	SleepMS int64  `json:"sleep_ms,omitempty"`
 	Fail    string `json:"fail,omitempty"`
+	Add     int64  `json:"add,omitempty"`
 }
 
 // TypeName implements Payload.
@@ -47,6 +53,22 @@ func handleSystemPing(Deps) Handler[SystemPingPayload] {
 		if p.Fail != "" {
 			return errors.New(p.Fail)
 		}
-		return SetResult(ctx, map[string]any{"pong": true, "at": time.Now().UTC()})
+		parents, err := ParentResults(ctx)
+		if err != nil {
+			return fmt.Errorf("read parent results: %w", err)
+		}
+		value := p.Add
+		for _, pr := range parents {
+			var r struct {
+				Value int64 `json:"value"`
+			}
+			_ = json.Unmarshal(pr.Result, &r) // a failed parent has no result: 0
+			value += r.Value
+		}
+		res := map[string]any{"pong": true, "at": time.Now().UTC()}
+		if len(parents) > 0 || p.Add != 0 {
+			res["value"], res["parents"] = value, len(parents)
+		}
+		return SetResult(ctx, res)
 	}
 }

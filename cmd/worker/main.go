@@ -25,6 +25,7 @@ import (
 	"github.com/conveyor-run/conveyor/internal/mail"
 	"github.com/conveyor-run/conveyor/internal/observe"
 	"github.com/conveyor-run/conveyor/internal/queue"
+	"github.com/conveyor-run/conveyor/internal/workflow"
 	"github.com/conveyor-run/conveyor/tasks"
 )
 
@@ -69,12 +70,28 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr 
 
 	reg := observe.NewRegistry()
 	metrics := observe.NewTaskMetrics(reg)
+	wfMetrics := observe.NewWorkflowMetrics(reg)
 	registry := tasks.All()
 	mux := tasks.NewMux(registry, tasks.Deps{
 		DB: database, Mailer: mailer, Templates: templates, Log: log, CleanupMaxAge: cfg.CleanupMaxAge, OrderProcessDelay: cfg.OrderProcessDelay,
 		VerifyLinkFunc: verifyLinks(cfg, log),
 		UnverifiedMail: tasks.Limit{Max: cfg.Mail.UnverifiedMax, Window: cfg.Mail.UnverifiedWindow},
+		Workflows:      workflow.NewAdvancer(database, wfMetrics, log),
 	}, metrics)
+
+	// The workflow reconciler asks asynq about steps whose outcome was never
+	// recorded (a worker died between a task's end and the advancement).
+	inspect, err := queue.NewClientFor(queue.RedisConfig{URL: cfg.RedisURL, ClusterAddrs: cfg.RedisClusterAddrs,
+		ClusterPassword: cfg.RedisClusterPassword}, registry, cfg.Queues)
+	if err != nil {
+		return err
+	}
+	defer inspect.Close()
+	reconciler := workflow.NewReconciler(database, inspect, wfMetrics, log, workflow.ReconcilerOptions{
+		Every: cfg.WorkflowReconcileInterval, Age: cfg.WorkflowReconcileAge, StuckAfter: cfg.WorkflowStuckAfter})
+	rctx, stopReconciler := context.WithCancel(context.Background())
+	defer stopReconciler()
+	go reconciler.Run(rctx)
 
 	var redisHealth atomic.Pointer[error] // asynq's last Redis health check, read by /healthz
 	srv := asynq.NewServer(redisOpt, asynq.Config{

@@ -84,6 +84,12 @@ type Config struct {
 	SMTPFrom        string
 	CleanupMaxAge   time.Duration
 	Mail            MailRules // PUBLIC_URL, UNVERIFIED_MAIL_* (abuse.go)
+	// Workflow reconciler (worker): how often it looks, how long a step must
+	// have been enqueued before it asks asynq, and when a running workflow
+	// counts as stuck (conveyor_workflows_stuck).
+	WorkflowReconcileInterval time.Duration
+	WorkflowReconcileAge      time.Duration
+	WorkflowStuckAfter        time.Duration
 
 	// Scheduler.
 	SchedulesFile string
@@ -185,6 +191,9 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 	c.SMTPURL = p.optional("SMTP_URL", validateSMTPURL)
 	c.SMTPFrom = p.str("SMTP_FROM", "Conveyor <noreply@conveyor.localhost>")
 	c.CleanupMaxAge = p.duration("CLEANUP_MAX_AGE", 30*24*time.Hour, 24*time.Hour) // maintenance:cleanup's floor
+	c.WorkflowReconcileInterval = p.duration("WORKFLOW_RECONCILE_INTERVAL", 30*time.Second, 100*time.Millisecond)
+	c.WorkflowReconcileAge = p.duration("WORKFLOW_RECONCILE_AGE", time.Minute, time.Second)
+	c.WorkflowStuckAfter = p.duration("WORKFLOW_STUCK_AFTER", 10*time.Minute, time.Second)
 
 	c.SchedulesFile = p.str("SCHEDULES_FILE", "")
 	c.SchedulerID = p.str("SCHEDULER_ID", "")

@@ -57,39 +57,50 @@ func handleOrderCreate(d *sqlx.DB, idemTTL time.Duration) echo.HandlerFunc {
 		}
 
 		ctx := c.Request().Context()
-		var resp orderResponse
-		replayed := false
-		err = db.InTx(ctx, d, func(tx *sqlx.Tx) error {
-			if idem != nil {
-				proceed, err := idem.reserve(c, tx)
-				if !proceed {
-					replayed = err == nil
-					return errStop{err}
-				}
-			}
+		_, err = createInTx(c, d, idem, http.StatusCreated, func(tx *sqlx.Tx) (any, error) {
 			created, err := service.CreateOrder(ctx, tx, service.NewOrder{UserID: currentPrincipal(c).User.ID,
 				Currency: req.Currency, Items: items, RequestID: RequestID(c)})
 			if err != nil {
-				return err
+				return nil, err
 			}
-			resp = orderResponse{Order: created.Order, TaskIDs: created.TaskIDs}
-			if idem != nil {
-				return idem.complete(ctx, tx, http.StatusCreated, resp)
-			}
-			return nil
+			return orderResponse{Order: created.Order, TaskIDs: created.TaskIDs}, nil
 		})
-		var stop errStop
-		if errors.As(err, &stop) {
-			if replayed {
-				return nil // the first response was written
+		return err
+	}
+}
+
+// createInTx runs create in a transaction that also holds the request's
+// Idempotency-Key, if any, and answers with status and what create returned.
+// A retry with the key either finds the committed response (replayed: it
+// was written) or, if the first attempt rolled back, creates it itself.
+func createInTx(c echo.Context, d *sqlx.DB, idem *idempotency, status int, create func(tx *sqlx.Tx) (any, error)) (replayed bool, err error) {
+	ctx := c.Request().Context()
+	var resp any
+	err = db.InTx(ctx, d, func(tx *sqlx.Tx) error {
+		if idem != nil {
+			proceed, err := idem.reserve(c, tx)
+			if !proceed {
+				replayed = err == nil
+				return errStop{err}
 			}
-			return stop.err
 		}
-		if err != nil {
+		var err error
+		if resp, err = create(tx); err != nil {
 			return err
 		}
-		return c.JSON(http.StatusCreated, resp)
+		if idem != nil {
+			return idem.complete(ctx, tx, status, resp)
+		}
+		return nil
+	})
+	var stop errStop
+	if errors.As(err, &stop) {
+		return replayed, stop.err // when replayed, the first response was written
 	}
+	if err != nil {
+		return false, err
+	}
+	return false, c.JSON(status, resp)
 }
 
 // errStop ends a transaction early (rolling it back) carrying the handler's

@@ -18,6 +18,7 @@ type orderJSON struct {
 	TotalCents int64    `json:"total_cents"`
 	Currency   string   `json:"currency"`
 	TaskIDs    []string `json:"task_ids"`
+	WorkflowID *string  `json:"workflow_id"`
 }
 
 func anOrder() map[string]any {
@@ -43,21 +44,29 @@ func TestOrderCreateWritesOrderAndOutboxTogether(t *testing.T) {
 	if _, _, err := relay.RelayOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
-	types := map[string]bool{}
-	for _, id := range o.TaskIDs {
-		var task struct {
-			Type string `json:"type"`
-		}
-		if rec := b.call(t, "GET", "/api/v1/tasks/"+id, "Bearer "+token, nil, &task); rec.Code != http.StatusOK {
-			t.Fatalf("task %s: %d %s", id, rec.Code, rec.Body)
-		}
-		types[task.Type] = true
+	// The order's workflow runs order:process first; the confirmation's
+	// task ID is known but it is enqueued only once processing succeeded.
+	var task struct {
+		Type string `json:"type"`
 	}
-	if !types["order:process"] || !types["email:order_confirmation"] {
-		t.Fatalf("triggered task types = %v", types)
+	if rec := b.call(t, "GET", "/api/v1/tasks/"+o.TaskIDs[0], "Bearer "+token, nil, &task); rec.Code != http.StatusOK || task.Type != "order:process" {
+		t.Fatalf("task %s: %d %s", o.TaskIDs[0], rec.Code, rec.Body)
+	}
+	if rec := b.call(t, "GET", "/api/v1/tasks/"+o.TaskIDs[1], "Bearer "+token, nil, nil); rec.Code != http.StatusNotFound {
+		t.Fatalf("confirmation enqueued before processing: %d %s", rec.Code, rec.Body)
+	}
+	var wf workflowJSON
+	if o.WorkflowID == nil {
+		t.Fatalf("order names no workflow: %+v", o)
+	}
+	if rec := b.call(t, "GET", "/api/v1/workflows/"+*o.WorkflowID, "Bearer "+token, nil, &wf); rec.Code != http.StatusOK ||
+		len(wf.Steps) != 2 || wf.Steps[1].Type != "email:order_confirmation" || wf.Steps[1].TaskID != o.TaskIDs[1] ||
+		wf.Steps[1].State != "waiting" {
+		t.Fatalf("order workflow: %d %s", rec.Code, rec.Body)
 	}
 	var got orderJSON
-	if rec := b.call(t, "GET", "/api/v1/orders/"+itoa(o.ID), authz, nil, &got); rec.Code != http.StatusOK || got.ID != o.ID {
+	if rec := b.call(t, "GET", "/api/v1/orders/"+itoa(o.ID), authz, nil, &got); rec.Code != http.StatusOK || got.ID != o.ID ||
+		got.WorkflowID == nil || *got.WorkflowID != *o.WorkflowID {
 		t.Fatalf("get own order: %d %s", rec.Code, rec.Body)
 	}
 }
@@ -154,7 +163,7 @@ func TestOrderIdempotencyKey(t *testing.T) {
 	if err != nil || total != 2 {
 		t.Fatalf("user has %d orders, want 2 (order-1 and burst): %v", total, err)
 	}
-	if st, _ := store.NewOutbox(b.db).Stats(ctx); st.Pending != 2+3*2 { // 2 welcomes + 3 orders × 2 tasks
+	if st, _ := store.NewOutbox(b.db).Stats(ctx); st.Pending != 2+3 { // 2 welcomes + 3 orders' order:process (confirmations wait for it)
 		t.Fatalf("outbox rows = %+v", st)
 	}
 }
@@ -211,7 +220,7 @@ func TestOrdersAcceptedWhileRedisIsDown(t *testing.T) {
 		} `json:"error"`
 	}
 	rec := b.call(t, "GET", "/api/v1/queues", "Bearer "+token, nil, &out)
-	if rec.Code != http.StatusServiceUnavailable || out.OutboxPending != 1+3*2 || out.Error.Code != "redis_unavailable" || out.Queues == nil {
+	if rec.Code != http.StatusServiceUnavailable || out.OutboxPending != 1+3 || out.Error.Code != "redis_unavailable" || out.Queues == nil {
 		t.Fatalf("queues while Redis is down: %d %s", rec.Code, rec.Body)
 	}
 }

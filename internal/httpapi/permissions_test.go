@@ -30,8 +30,8 @@ func setupFull(t *testing.T) *productBundle {
 	return setupFullWith(t, httpapi.Options{CORSAllowedOrigins: []string{"https://app.example.com"}})
 }
 
-// setupFullWith serves the whole API with opts (APIToken, BodyLimit and
-// BcryptCost are filled in) on a database and Redis DB of its own.
+// setupFullWith serves the whole API with opts (APIToken, BcryptCost and,
+// unless set, BodyLimit are filled in) on a database and Redis DB of its own.
 func setupFullWith(t testing.TB, opts httpapi.Options) *productBundle {
 	t.Helper()
 	d, dbURL := testenv.DB(t)
@@ -42,7 +42,10 @@ func setupFullWith(t testing.TB, opts httpapi.Options) *productBundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { q.Close() })
-	opts.APIToken, opts.BodyLimit, opts.BcryptCost = token, 1<<16, bcrypt.MinCost
+	opts.APIToken, opts.BcryptCost = token, bcrypt.MinCost
+	if opts.BodyLimit == 0 {
+		opts.BodyLimit = 1 << 16
+	}
 	srv := httpapi.NewServer(opts,
 		httpapi.Deps{Log: testenv.Logger(t), DB: d, Queue: q,
 			Tokens:    auth.NewTokens([]byte(testSecret), time.Hour),
@@ -119,6 +122,27 @@ func (f *fixtures) task(t *testing.T) string {
 	return "/api/v1/tasks/" + task.ID
 }
 
+// aWorkflow is a small valid workflow whose first step is due in an hour.
+func aWorkflow() map[string]any {
+	return map[string]any{"steps": []map[string]any{
+		{"id": "a", "type": "system:ping", "countdown": 3600},
+		{"id": "b", "type": "system:ping", "after": []string{"a"}},
+	}}
+}
+
+// workflow starts a workflow and returns its path.
+func (f *fixtures) workflow(t *testing.T) string {
+	t.Helper()
+	var wf struct {
+		ID string `json:"id"`
+	}
+	rec := f.b.call(t, "POST", "/api/v1/workflows", "Bearer "+token, aWorkflow(), &wf)
+	if rec.Code != http.StatusAccepted {
+		t.Fatalf("start workflow: %d %s", rec.Code, rec.Body)
+	}
+	return "/api/v1/workflows/" + wf.ID
+}
+
 // schedule creates a database schedule and returns its path.
 func (f *fixtures) schedule(t *testing.T) string {
 	t.Helper()
@@ -162,6 +186,7 @@ func TestPermissionMatrix(t *testing.T) {
 	order := f.order(t)
 	task := f.task(t)
 	sched := f.schedule(t)
+	wf := f.workflow(t)
 
 	at := func(path string) func(*testing.T) string { return func(*testing.T) string { return path } }
 	const (
@@ -239,6 +264,14 @@ func TestPermissionMatrix(t *testing.T) {
 		{"POST /api/v1/tasks/{id}/run", func(t *testing.T) string { return f.task(t) + "/run" }, nil,
 			statuses{unauth, forbidden, forbidden, ok, ok}},
 		{"GET /api/v1/queues", at("/api/v1/queues"), nil,
+			statuses{unauth, forbidden, forbidden, ok, ok}},
+		{"POST /api/v1/workflows", at("/api/v1/workflows"), func() any { return aWorkflow() },
+			statuses{unauth, forbidden, forbidden, accepted, accepted}},
+		{"GET /api/v1/workflows", at("/api/v1/workflows"), nil,
+			statuses{unauth, forbidden, forbidden, ok, ok}},
+		{"GET /api/v1/workflows/{id}", at(wf), nil,
+			statuses{unauth, forbidden, forbidden, ok, ok}},
+		{"DELETE /api/v1/workflows/{id}", f.workflow, nil,
 			statuses{unauth, forbidden, forbidden, ok, ok}},
 		{"GET /api/v1/schedules", at("/api/v1/schedules"), nil,
 			statuses{unauth, forbidden, forbidden, ok, ok}},

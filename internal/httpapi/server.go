@@ -68,6 +68,8 @@ type Deps struct {
 	// Schedules serves /api/v1/schedules (database and file schedules,
 	// the scheduler leader).
 	Schedules *schedule.Catalog
+
+	workflows *observe.WorkflowMetrics // made by NewServer on Metrics
 }
 
 // NewServer builds the Echo instance with its middleware and routes.
@@ -84,6 +86,7 @@ func NewServer(opts Options, d Deps) http.Handler {
 		d.Metrics = prometheus.NewRegistry()
 	}
 	httpMetrics := observe.NewHTTPMetrics(d.Metrics)
+	d.workflows = observe.NewWorkflowMetrics(d.Metrics)
 	e.Use(requestID, observeRequests(httpMetrics), accessLog(d.Log), recoverPanics, bodyLimit(opts.BodyLimit))
 	e.Use(securityHeaders, cors(opts.CORSAllowedOrigins), textParams)
 	if opts.IdempotencyTTL == 0 {

@@ -167,12 +167,18 @@ func (r *Relay) send(ctx context.Context, row store.OutboxEntry) error {
 	if err != nil {
 		return err
 	}
-	var headers map[string]string
-	if row.RequestID != "" {
-		headers = map[string]string{tasks.HeaderRequestID: row.RequestID}
+	opts, headers, err := rowOptions(row.Options) // outbox_options.go
+	if err != nil {
+		return err
 	}
-	t, err := tasks.NewWithHeaders(p, headers, asynq.TaskID(row.ID),
-		asynq.Retention(max(typ.Opts.Retention, r.opts.MinRetention)))
+	if row.RequestID != "" {
+		if headers == nil {
+			headers = map[string]string{}
+		}
+		headers[tasks.HeaderRequestID] = row.RequestID
+	}
+	t, err := tasks.NewWithHeaders(p, headers, append([]asynq.Option{asynq.TaskID(row.ID),
+		asynq.Retention(max(typ.Opts.Retention, r.opts.MinRetention))}, opts...)...)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/conveyor-run/conveyor/internal/store"
+	"github.com/conveyor-run/conveyor/internal/workflow"
 	"github.com/conveyor-run/conveyor/tasks"
 )
 
@@ -47,32 +48,52 @@ type NewOrder struct {
 	Currency  string
 	Items     []store.OrderItem
 	RequestID string
+	// Tasks validates the order's workflow; nil: tasks.All().
+	Tasks *tasks.Registry
 }
 
-// CreatedOrder is a new order with the IDs of the tasks it triggered (the
-// outbox rows' IDs, which become the asynq task IDs once relayed).
+// CreatedOrder is a new order with the IDs of the tasks it triggered: its
+// workflow's steps, order:process then email:order_confirmation (they become
+// the asynq task IDs once each step is enqueued).
 type CreatedOrder struct {
 	Order   store.Order
 	TaskIDs []string
 }
 
-// CreateOrder inserts a pending order and, in the same transaction, the
-// work that fulfils it.
+// Steps of an order's workflow.
+const (
+	OrderStepProcess = "process"
+	OrderStepConfirm = "confirm"
+)
+
+// CreateOrder inserts a pending order and, in the same transaction, starts
+// the workflow that fulfils it: order:process, then the confirmation email
+// only once processing has succeeded (an order that fails sends none).
 func CreateOrder(ctx context.Context, tx *sqlx.Tx, in NewOrder) (CreatedOrder, error) {
-	o, err := store.NewOrders(tx).Create(ctx, in.UserID, in.Currency, in.Items)
+	orders := store.NewOrders(tx)
+	o, err := orders.Create(ctx, in.UserID, in.Currency, in.Items)
 	if err != nil {
 		return CreatedOrder{}, err
 	}
+	reg := in.Tasks
+	if reg == nil {
+		reg = tasks.All()
+	}
+	spec := workflow.Chain(
+		workflow.Task(OrderStepProcess, tasks.OrderProcessPayload{OrderID: o.ID}),
+		workflow.Task(OrderStepConfirm, tasks.EmailOrderConfirmationPayload{OrderID: o.ID}),
+	).Named(fmt.Sprintf("order %d", o.ID))
+	v, err := workflow.Start(ctx, tx, reg, spec, workflow.StartOptions{RequestID: in.RequestID})
+	if err != nil {
+		return CreatedOrder{}, err
+	}
+	if err := orders.SetWorkflow(ctx, o.ID, v.ID); err != nil {
+		return CreatedOrder{}, err
+	}
+	o.WorkflowID = &v.ID
 	out := CreatedOrder{Order: o}
-	for _, p := range []tasks.Payload{
-		tasks.OrderProcessPayload{OrderID: o.ID},
-		tasks.EmailOrderConfirmationPayload{OrderID: o.ID},
-	} {
-		id, err := AddTask(ctx, tx, p, in.RequestID)
-		if err != nil {
-			return CreatedOrder{}, err
-		}
-		out.TaskIDs = append(out.TaskIDs, id)
+	for _, s := range v.Steps {
+		out.TaskIDs = append(out.TaskIDs, s.TaskID)
 	}
 	return out, nil
 }

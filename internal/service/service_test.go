@@ -9,6 +9,7 @@ import (
 	"github.com/conveyor-run/conveyor/internal/service"
 	"github.com/conveyor-run/conveyor/internal/store"
 	"github.com/conveyor-run/conveyor/internal/testenv"
+	"github.com/conveyor-run/conveyor/internal/workflow"
 	"github.com/conveyor-run/conveyor/tasks"
 )
 
@@ -59,17 +60,28 @@ func TestCreateOrderWritesOrderAndItsTasks(t *testing.T) {
 	if got.Order.ID == 0 || got.Order.Status != store.OrderPending || got.Order.TotalCents != 300 {
 		t.Fatalf("order = %+v", got.Order)
 	}
-	if len(got.TaskIDs) == 0 {
-		t.Fatal("no task IDs")
+	if len(got.TaskIDs) != 2 || got.Order.WorkflowID == nil {
+		t.Fatalf("created = %+v, want two task IDs and a workflow", got)
 	}
-	for _, id := range got.TaskIDs {
-		row, err := store.NewOutbox(tx).Get(ctx, id)
-		if err != nil {
-			t.Fatalf("task %s has no outbox row: %v", id, err)
-		}
-		if row.RequestID != "req-2" {
-			t.Errorf("row %s request_id = %q", id, row.RequestID)
-		}
+	// order:process is in the outbox; the confirmation waits for it.
+	row, err := store.NewOutbox(tx).Get(ctx, got.TaskIDs[0])
+	if err != nil || row.TaskType != tasks.TypeOrderProcess || row.RequestID != "req-2" {
+		t.Fatalf("process row = %+v, %v", row, err)
+	}
+	if _, err := store.NewOutbox(tx).Get(ctx, got.TaskIDs[1]); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("confirmation enqueued before processing: %v", err)
+	}
+	v, err := workflow.Get(ctx, tx, *got.Order.WorkflowID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.State != "running" || len(v.Steps) != 2 || v.Steps[0].Type != tasks.TypeOrderProcess ||
+		v.Steps[1].Type != tasks.TypeEmailOrderConfirmation || v.Steps[1].State != "waiting" || v.Steps[1].TaskID != got.TaskIDs[1] {
+		t.Fatalf("workflow = %+v", v)
+	}
+	stored, err := store.NewOrders(tx).Get(ctx, got.Order.ID)
+	if err != nil || stored.WorkflowID == nil || *stored.WorkflowID != v.ID {
+		t.Fatalf("stored order = %+v, %v", stored, err)
 	}
 }
 

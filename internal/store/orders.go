@@ -34,6 +34,9 @@ type Order struct {
 	CreatedAt   time.Time       `db:"created_at" json:"created_at"`
 	UpdatedAt   time.Time       `db:"updated_at" json:"updated_at"`
 	ProcessedAt *time.Time      `db:"processed_at" json:"processed_at"`
+	// WorkflowID names the workflow that fulfils the order (nil for orders
+	// placed before workflows existed).
+	WorkflowID *string `db:"workflow_id" json:"workflow_id"`
 }
 
 // Items decodes the order's items.
@@ -51,7 +54,7 @@ type Orders struct{ q Querier }
 // NewOrders returns a repository over q.
 func NewOrders(q Querier) *Orders { return &Orders{q: q} }
 
-const orderCols = `id, user_id, status, total_cents, currency, items, created_at, updated_at, processed_at`
+const orderCols = `id, user_id, status, total_cents, currency, items, created_at, updated_at, processed_at, workflow_id`
 
 // Create inserts a pending order for userID with items, computing the total,
 // and returns the stored row.
@@ -70,6 +73,12 @@ func (r *Orders) Create(ctx context.Context, userID int64, currency string, item
 		 VALUES ($1, 'pending', $2, $3, $4) RETURNING `+orderCols,
 		userID, total, currency, raw)
 	return o, mapErr(err, "create order")
+}
+
+// SetWorkflow records the workflow that fulfils order id.
+func (r *Orders) SetWorkflow(ctx context.Context, id int64, workflowID string) error {
+	_, err := r.q.ExecContext(ctx, `UPDATE orders SET workflow_id = $2 WHERE id = $1`, id, workflowID)
+	return mapErr(err, fmt.Sprintf("set workflow of order %d", id))
 }
 
 // Get returns the order with id.

@@ -15,10 +15,13 @@ const OutboxChannel = "conveyor_outbox"
 // OutboxEntry is a row of outbox: one task that a committed business write
 // must trigger. ID is also the asynq task ID.
 type OutboxEntry struct {
-	ID            string          `db:"id" json:"id"`
-	TaskType      string          `db:"task_type" json:"task_type"`
-	Payload       json.RawMessage `db:"payload" json:"payload"`
-	RequestID     string          `db:"request_id" json:"request_id"`
+	ID        string          `db:"id" json:"id"`
+	TaskType  string          `db:"task_type" json:"task_type"`
+	Payload   json.RawMessage `db:"payload" json:"payload"`
+	RequestID string          `db:"request_id" json:"request_id"`
+	// Options are per-row task options and headers (TaskOptions); {}: the
+	// type's defaults.
+	Options       json.RawMessage `db:"options" json:"options,omitempty"`
 	Attempts      int             `db:"attempts" json:"attempts"`
 	LastError     string          `db:"last_error" json:"last_error"`
 	NextAttemptAt time.Time       `db:"next_attempt_at" json:"next_attempt_at"`
@@ -45,6 +48,16 @@ func (r *Outbox) Add(ctx context.Context, taskType string, payload json.RawMessa
 		return "", mapErr(err, "add outbox "+taskType)
 	}
 	return id, nil
+}
+
+// TaskOptions are the per-row options the relay applies on top of the task
+// type's defaults (workflow steps use them). Zero fields keep the default.
+type TaskOptions struct {
+	Queue     string            `json:"queue,omitempty"`
+	MaxRetry  *int              `json:"max_retry,omitempty"`
+	Timeout   int64             `json:"timeout,omitempty"`   // seconds
+	Countdown int64             `json:"countdown,omitempty"` // seconds after the relay enqueues it
+	Headers   map[string]string `json:"headers,omitempty"`
 }
 
 // Due locks and returns up to limit unsent rows whose next attempt is due,

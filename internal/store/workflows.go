@@ -1,0 +1,448 @@
+package store
+
+import (
+	"context"
+	"database/sql/driver"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/lib/pq"
+)
+
+// Workflow states.
+const (
+	WorkflowRunning   = "running"
+	WorkflowSucceeded = "succeeded"
+	WorkflowFailed    = "failed"
+	WorkflowCancelled = "cancelled"
+)
+
+// Workflow step states. A step is waiting until all its parents are
+// finished, enqueued from then until its task's outcome is recorded, and
+// then succeeded, failed or cancelled for good.
+const (
+	StepWaiting   = "waiting"
+	StepEnqueued  = "enqueued"
+	StepSucceeded = "succeeded"
+	StepFailed    = "failed"
+	StepCancelled = "cancelled"
+)
+
+// Workflow is a row of workflows.
+type Workflow struct {
+	ID          string     `db:"id" json:"id"`
+	Name        string     `db:"name" json:"name"`
+	State       string     `db:"state" json:"state"`
+	StepsTotal  int        `db:"steps_total" json:"steps_total"`
+	StepsOpen   int        `db:"steps_open" json:"-"`
+	StepsFailed int        `db:"steps_failed" json:"-"`
+	RequestID   string     `db:"request_id" json:"-"`
+	CreatedAt   time.Time  `db:"created_at" json:"created_at"`
+	UpdatedAt   time.Time  `db:"updated_at" json:"updated_at"`
+	FinishedAt  *time.Time `db:"finished_at" json:"finished_at"`
+}
+
+// Strings is a text[] column read as a Go slice.
+type Strings []string
+
+// Scan implements sql.Scanner.
+func (s *Strings) Scan(src any) error {
+	var a pq.StringArray
+	if err := a.Scan(src); err != nil {
+		return err
+	}
+	*s = Strings(a)
+	return nil
+}
+
+// Value implements driver.Valuer.
+func (s Strings) Value() (driver.Value, error) { return pq.StringArray(s).Value() }
+
+// WorkflowStep is a row of workflow_steps, with After (its parents) read
+// from workflow_edges.
+type WorkflowStep struct {
+	WorkflowID     string          `db:"workflow_id"`
+	StepID         string          `db:"step_id"`
+	Position       int             `db:"position"`
+	TaskType       string          `db:"task_type"`
+	Payload        json.RawMessage `db:"payload"`
+	Options        json.RawMessage `db:"options"`
+	Queue          string          `db:"queue"`
+	IfParentFailed string          `db:"if_parent_failed"`
+	State          string          `db:"state"`
+	ParentsLeft    int             `db:"parents_left"`
+	ParentFailed   bool            `db:"parent_failed"`
+	TaskID         string          `db:"task_id"`
+	Result         json.RawMessage `db:"result"`
+	Error          string          `db:"error"`
+	EnqueuedAt     *time.Time      `db:"enqueued_at"`
+	StartedAt      *time.Time      `db:"started_at"`
+	FinishedAt     *time.Time      `db:"finished_at"`
+	CheckedAt      *time.Time      `db:"checked_at"`
+	After          Strings         `db:"after"`
+}
+
+// NewWorkflowStep is one validated step to store.
+type NewWorkflowStep struct {
+	StepID         string
+	TaskType       string
+	Payload        json.RawMessage
+	Options        json.RawMessage // TaskOptions as JSON; nil: {}
+	Queue          string          // the queue the task will run on
+	IfParentFailed string          // "cancel" or "run"
+	After          []string
+}
+
+// Workflows is the workflows repository. Every method that changes a
+// workflow's steps expects the caller to hold the workflow's row lock (Lock),
+// which serialises advancement per workflow and so rules out deadlocks.
+type Workflows struct{ q Querier }
+
+// NewWorkflows returns a repository over q.
+func NewWorkflows(q Querier) *Workflows { return &Workflows{q: q} }
+
+// Create inserts a running workflow with its steps and edges (three
+// statements whatever the number of steps) and returns it with each step's
+// future task ID. Steps are not enqueued: call EnqueueReady next, in the
+// same transaction.
+func (r *Workflows) Create(ctx context.Context, name, requestID string, steps []NewWorkflowStep) (Workflow, []EnqueuedStep, error) {
+	var w Workflow
+	err := r.q.GetContext(ctx, &w,
+		`INSERT INTO workflows (name, steps_total, steps_open, request_id) VALUES ($1, $2, $2, $3) RETURNING *`,
+		name, len(steps), requestID)
+	if err != nil {
+		return Workflow{}, nil, mapErr(err, "create workflow")
+	}
+	n := len(steps)
+	ids, types, payloads, options, queues, modes := make([]string, n), make([]string, n), make([]string, n),
+		make([]string, n), make([]string, n), make([]string, n)
+	positions, parents := make([]int64, n), make([]int64, n)
+	var edgeParents, edgeChildren []string
+	for i, s := range steps {
+		ids[i], types[i], payloads[i], queues[i], modes[i] = s.StepID, s.TaskType, string(s.Payload), s.Queue, s.IfParentFailed
+		options[i] = "{}"
+		if len(s.Options) > 0 {
+			options[i] = string(s.Options)
+		}
+		positions[i], parents[i] = int64(i), int64(len(s.After))
+		for _, p := range s.After {
+			edgeParents, edgeChildren = append(edgeParents, p), append(edgeChildren, s.StepID)
+		}
+	}
+	var ids2 []EnqueuedStep
+	err = r.q.SelectContext(ctx, &ids2,
+		`INSERT INTO workflow_steps (workflow_id, step_id, position, task_type, payload, options, queue,
+		                             if_parent_failed, parents_left)
+		 SELECT $1, s.id, s.pos, s.typ, s.payload::jsonb, s.opts::jsonb, s.queue, s.mode, s.parents
+		   FROM unnest($2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[])
+		        AS s(id, pos, typ, payload, opts, queue, mode, parents)
+		 RETURNING step_id, task_id`,
+		w.ID, pq.Array(ids), pq.Array(positions), pq.Array(types), pq.Array(payloads), pq.Array(options),
+		pq.Array(queues), pq.Array(modes), pq.Array(parents))
+	if err != nil {
+		return Workflow{}, nil, mapErr(err, "create workflow steps")
+	}
+	if len(edgeParents) > 0 {
+		_, err = r.q.ExecContext(ctx,
+			`INSERT INTO workflow_edges (workflow_id, parent, child)
+			 SELECT $1, e.parent, e.child FROM unnest($2::text[], $3::text[]) AS e(parent, child)`,
+			w.ID, pq.Array(edgeParents), pq.Array(edgeChildren))
+		if err != nil {
+			return Workflow{}, nil, mapErr(err, "create workflow edges")
+		}
+	}
+	return w, ids2, nil
+}
+
+// HeaderWorkflowStep is the task header that names a step's workflow and
+// step ("<workflow id>:<step id>"); tasks.HeaderWorkflowStep has the same
+// value.
+const HeaderWorkflowStep = "workflow_step"
+
+// EnqueuedStep names a step's task.
+type EnqueuedStep struct {
+	StepID string `db:"step_id"`
+	TaskID string `db:"task_id"`
+}
+
+// EnqueueReady adds an outbox row for each waiting step of workflow id with
+// no parents left (restricted to stepIDs unless nil), marks those steps
+// enqueued and returns them. The outbox row carries the step's options and
+// the HeaderWorkflowStep header, so the worker knows which step it runs.
+func (r *Workflows) EnqueueReady(ctx context.Context, id string, stepIDs []string) ([]EnqueuedStep, error) {
+	var filter any
+	if stepIDs != nil {
+		filter = pq.Array(stepIDs)
+	}
+	out := []EnqueuedStep{}
+	err := r.q.SelectContext(ctx, &out,
+		`WITH ready AS (
+		     SELECT s.task_id AS oid, s.step_id, s.task_type, s.payload,
+		            s.options || jsonb_build_object('headers', COALESCE(s.options->'headers', '{}'::jsonb)
+		                || jsonb_build_object('`+HeaderWorkflowStep+`', s.workflow_id::text || ':' || s.step_id)) AS options
+		       FROM workflow_steps s
+		      WHERE s.workflow_id = $1 AND s.state = 'waiting' AND s.parents_left = 0
+		        AND ($2::text[] IS NULL OR s.step_id = ANY($2))
+		 ), sent AS (
+		     INSERT INTO outbox (id, task_type, payload, request_id, options)
+		     SELECT ready.oid, ready.task_type, ready.payload, w.request_id, ready.options
+		       FROM ready, workflows w WHERE w.id = $1
+		 )
+		 UPDATE workflow_steps s SET state = 'enqueued', enqueued_at = now()
+		   FROM ready WHERE s.workflow_id = $1 AND s.step_id = ready.step_id
+		 RETURNING s.step_id, s.task_id`, id, filter)
+	return out, mapErr(err, "enqueue workflow steps")
+}
+
+// Lock locks workflow id's row until the transaction ends and returns it.
+// Every change to a workflow's steps takes this lock first.
+func (r *Workflows) Lock(ctx context.Context, id string) (Workflow, error) {
+	var w Workflow
+	err := r.q.GetContext(ctx, &w, `SELECT * FROM workflows WHERE id = $1 FOR UPDATE`, id)
+	return w, mapErr(err, "lock workflow "+id)
+}
+
+// Get returns workflow id.
+func (r *Workflows) Get(ctx context.Context, id string) (Workflow, error) {
+	var w Workflow
+	err := r.q.GetContext(ctx, &w, `SELECT * FROM workflows WHERE id = $1`, id)
+	return w, mapErr(err, "get workflow "+id)
+}
+
+// FinishStep moves step stepID of workflow id to state (succeeded, failed or
+// cancelled) with its result and error, but only from one of the states in
+// from. It reports whether it did: a duplicate completion changes nothing.
+func (r *Workflows) FinishStep(ctx context.Context, id, stepID, state string, result json.RawMessage, errMsg string, from ...string) (bool, error) {
+	var res any
+	if len(result) > 0 {
+		res = []byte(result)
+	}
+	out, err := r.q.ExecContext(ctx,
+		`UPDATE workflow_steps SET state = $3, result = $4, error = $5, finished_at = now()
+		  WHERE workflow_id = $1 AND step_id = $2 AND state = ANY($6)`,
+		id, stepID, state, res, errMsg, pq.Array(from))
+	if err != nil {
+		return false, mapErr(err, fmt.Sprintf("finish step %s of workflow %s", stepID, id))
+	}
+	n, err := out.RowsAffected()
+	return n == 1, err
+}
+
+// ReleasedChild is a waiting child after one of its parents finished.
+type ReleasedChild struct {
+	StepID         string `db:"step_id"`
+	ParentsLeft    int    `db:"parents_left"`
+	ParentFailed   bool   `db:"parent_failed"`
+	IfParentFailed string `db:"if_parent_failed"`
+}
+
+// ReleaseChildren counts parent as finished in each of its waiting
+// children (failed: it did not succeed) and returns them as they are now.
+func (r *Workflows) ReleaseChildren(ctx context.Context, id, parent string, failed bool) ([]ReleasedChild, error) {
+	out := []ReleasedChild{}
+	err := r.q.SelectContext(ctx, &out,
+		`UPDATE workflow_steps c SET parents_left = c.parents_left - 1, parent_failed = c.parent_failed OR $3
+		   FROM workflow_edges e
+		  WHERE e.workflow_id = $1 AND e.parent = $2 AND c.workflow_id = $1 AND c.step_id = e.child
+		    AND c.state = 'waiting'
+		 RETURNING c.step_id, c.parents_left, c.parent_failed, c.if_parent_failed`, id, parent, failed)
+	return out, mapErr(err, "release children of step "+parent)
+}
+
+// Settle counts finished (and, of those, failed) steps of workflow id and,
+// when no step is left open, ends a running workflow as succeeded or
+// failed. It returns the workflow as it is afterwards.
+func (r *Workflows) Settle(ctx context.Context, id string, finished, failed int) (Workflow, error) {
+	var w Workflow
+	err := r.q.GetContext(ctx, &w,
+		`UPDATE workflows SET steps_open = steps_open - $2, steps_failed = steps_failed + $3, updated_at = now(),
+		        state = CASE WHEN state = 'running' AND steps_open - $2 <= 0
+		                     THEN CASE WHEN steps_failed + $3 > 0 THEN 'failed' ELSE 'succeeded' END
+		                     ELSE state END,
+		        finished_at = CASE WHEN state = 'running' AND steps_open - $2 <= 0 THEN now() ELSE finished_at END
+		  WHERE id = $1 RETURNING *`, id, finished, failed)
+	return w, mapErr(err, "settle workflow "+id)
+}
+
+// CancelledTask is the task of a step that Cancel cancelled while enqueued.
+type CancelledTask struct {
+	TaskID string `db:"task_id"`
+	Queue  string `db:"queue"`
+}
+
+// Cancel ends running workflow id as cancelled: every waiting or enqueued
+// step is cancelled and outbox rows not yet relayed are deleted. It returns
+// the tasks that may already be in the queue (the caller removes them) and
+// whether the workflow was running.
+func (r *Workflows) Cancel(ctx context.Context, id string) ([]CancelledTask, bool, error) {
+	res, err := r.q.ExecContext(ctx,
+		`UPDATE workflows SET state = 'cancelled', steps_open = 0, updated_at = now(), finished_at = now()
+		  WHERE id = $1 AND state = 'running'`, id)
+	if err != nil {
+		return nil, false, mapErr(err, "cancel workflow "+id)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return nil, false, nil
+	}
+	queued := []CancelledTask{}
+	err = r.q.SelectContext(ctx, &queued,
+		`SELECT task_id, queue FROM workflow_steps WHERE workflow_id = $1 AND state = 'enqueued'`, id)
+	if err != nil {
+		return nil, false, mapErr(err, "cancel workflow steps "+id)
+	}
+	_, err = r.q.ExecContext(ctx,
+		`UPDATE workflow_steps SET state = 'cancelled', finished_at = now(), error = 'workflow cancelled'
+		  WHERE workflow_id = $1 AND state IN ('waiting', 'enqueued')`, id)
+	if err != nil {
+		return nil, false, mapErr(err, "cancel workflow steps "+id)
+	}
+	unsent := []string{}
+	err = r.q.SelectContext(ctx, &unsent,
+		`DELETE FROM outbox WHERE id = ANY($1::uuid[]) AND sent_at IS NULL RETURNING id`, pq.Array(taskIDs(queued)))
+	if err != nil {
+		return nil, false, mapErr(err, "delete unsent outbox rows of workflow "+id)
+	}
+	gone := make(map[string]bool, len(unsent))
+	for _, u := range unsent {
+		gone[u] = true
+	}
+	out := queued[:0]
+	for _, q := range queued {
+		if !gone[q.TaskID] {
+			out = append(out, q)
+		}
+	}
+	return out, true, nil
+}
+
+func taskIDs(ts []CancelledTask) []string {
+	ids := make([]string, len(ts))
+	for i, t := range ts {
+		ids[i] = t.TaskID
+	}
+	return ids
+}
+
+const stepCols = `s.workflow_id, s.step_id, s.position, s.task_type, s.payload, s.options, s.queue,
+	s.if_parent_failed, s.state, s.parents_left, s.parent_failed, s.task_id, COALESCE(s.result, 'null') AS result, s.error,
+	s.enqueued_at, s.started_at, s.finished_at, s.checked_at`
+
+// Steps returns every step of workflow id in the order they were given,
+// each with its parents.
+func (r *Workflows) Steps(ctx context.Context, id string) ([]WorkflowStep, error) {
+	out := []WorkflowStep{}
+	err := r.q.SelectContext(ctx, &out, `SELECT `+stepCols+`,
+		        COALESCE((SELECT array_agg(e.parent ORDER BY p.position) FROM workflow_edges e
+		                    JOIN workflow_steps p ON p.workflow_id = e.workflow_id AND p.step_id = e.parent
+		                   WHERE e.workflow_id = s.workflow_id AND e.child = s.step_id), '{}') AS after
+		   FROM workflow_steps s WHERE s.workflow_id = $1 ORDER BY s.position`, id)
+	return out, mapErr(err, "workflow steps "+id)
+}
+
+// Step returns step stepID of workflow id (without After).
+func (r *Workflows) Step(ctx context.Context, id, stepID string) (WorkflowStep, error) {
+	var s WorkflowStep
+	err := r.q.GetContext(ctx, &s, `SELECT `+stepCols+`, '{}'::text[] AS after
+		FROM workflow_steps s WHERE s.workflow_id = $1 AND s.step_id = $2`, id, stepID)
+	return s, mapErr(err, fmt.Sprintf("get step %s of workflow %s", stepID, id))
+}
+
+// List returns one page of workflows, newest first, with the total; state
+// "" lists every state.
+func (r *Workflows) List(ctx context.Context, state string, p Page) ([]Workflow, int64, error) {
+	out := []Workflow{}
+	err := r.q.SelectContext(ctx, &out, `SELECT * FROM workflows WHERE ($1 = '' OR state = $1)
+		ORDER BY created_at DESC, id DESC OFFSET $2 LIMIT $3`, state, p.Skip, p.Limit)
+	if err != nil {
+		return nil, 0, mapErr(err, "list workflows")
+	}
+	var total int64
+	if err := r.q.GetContext(ctx, &total, `SELECT count(*) FROM workflows WHERE ($1 = '' OR state = $1)`, state); err != nil {
+		return nil, 0, mapErr(err, "count workflows")
+	}
+	return out, total, nil
+}
+
+// StartStep records that step stepID's task is starting (the first time
+// only) and returns the step's state: anything but enqueued means the task
+// must not run (the step is finished or cancelled).
+func (r *Workflows) StartStep(ctx context.Context, id, stepID string) (string, error) {
+	var state string
+	err := r.q.GetContext(ctx, &state,
+		`UPDATE workflow_steps SET started_at = COALESCE(started_at, now())
+		  WHERE workflow_id = $1 AND step_id = $2 RETURNING state`, id, stepID)
+	return state, mapErr(err, fmt.Sprintf("start step %s of workflow %s", stepID, id))
+}
+
+// ParentResult is a finished parent of a step, as its handler reads it.
+type ParentResult struct {
+	StepID string          `db:"step_id" json:"step_id"`
+	Type   string          `db:"task_type" json:"type"`
+	State  string          `db:"state" json:"state"`
+	Result json.RawMessage `db:"result" json:"result"`
+	Error  string          `db:"error" json:"error,omitempty"`
+}
+
+// ParentResults returns the parents of step stepID in the order the
+// workflow gave them.
+func (r *Workflows) ParentResults(ctx context.Context, id, stepID string) ([]ParentResult, error) {
+	out := []ParentResult{}
+	err := r.q.SelectContext(ctx, &out,
+		`SELECT p.step_id, p.task_type, p.state, COALESCE(p.result, 'null') AS result, p.error
+		   FROM workflow_edges e JOIN workflow_steps p ON p.workflow_id = e.workflow_id AND p.step_id = e.parent
+		  WHERE e.workflow_id = $1 AND e.child = $2 ORDER BY p.position`, id, stepID)
+	return out, mapErr(err, "parent results of step "+stepID)
+}
+
+// StaleStep is an enqueued step the reconciler should look at.
+type StaleStep struct {
+	WorkflowID string    `db:"workflow_id"`
+	StepID     string    `db:"step_id"`
+	TaskID     string    `db:"task_id"`
+	Queue      string    `db:"queue"`
+	EnqueuedAt time.Time `db:"enqueued_at"`
+}
+
+// ClaimStale returns up to limit enqueued steps whose task went out (its
+// outbox row was relayed, or is gone) more than age ago and that nobody
+// checked within age, least recently checked first, and marks them checked.
+func (r *Workflows) ClaimStale(ctx context.Context, age time.Duration, limit int) ([]StaleStep, error) {
+	out := []StaleStep{}
+	err := r.q.SelectContext(ctx, &out,
+		`UPDATE workflow_steps s SET checked_at = now()
+		   FROM (SELECT s2.workflow_id, s2.step_id FROM workflow_steps s2
+		           LEFT JOIN outbox o ON o.id = s2.task_id
+		          WHERE s2.state = 'enqueued'
+		            AND COALESCE(s2.checked_at, s2.enqueued_at) < now() - make_interval(secs => $1)
+		            AND (o.id IS NULL OR o.sent_at IS NOT NULL)
+		          ORDER BY COALESCE(s2.checked_at, s2.enqueued_at) LIMIT $2
+		          FOR UPDATE OF s2 SKIP LOCKED) pick
+		  WHERE s.workflow_id = pick.workflow_id AND s.step_id = pick.step_id
+		 RETURNING s.workflow_id, s.step_id, s.task_id, s.queue, s.enqueued_at`, age.Seconds(), limit)
+	return out, mapErr(err, "claim stale workflow steps")
+}
+
+// CountStuck counts running workflows that have not advanced for age and
+// have no step that could advance them: every enqueued step (if any) was
+// enqueued more than age ago and never started.
+func (r *Workflows) CountStuck(ctx context.Context, age time.Duration) (int64, error) {
+	var n int64
+	err := r.q.GetContext(ctx, &n,
+		`SELECT count(*) FROM workflows w
+		  WHERE w.state = 'running' AND w.updated_at < now() - make_interval(secs => $1)
+		    AND NOT EXISTS (SELECT 1 FROM workflow_steps s WHERE s.workflow_id = w.id AND s.state = 'enqueued'
+		                      AND (s.started_at IS NOT NULL OR s.enqueued_at >= now() - make_interval(secs => $1)))`,
+		age.Seconds())
+	return n, mapErr(err, "count stuck workflows")
+}
+
+// DeleteFinishedBefore deletes workflows (with their steps) that finished
+// before cutoff (maintenance:cleanup) and returns how many.
+func (r *Workflows) DeleteFinishedBefore(ctx context.Context, cutoff time.Time) (int64, error) {
+	res, err := r.q.ExecContext(ctx, `DELETE FROM workflows WHERE finished_at < $1`, cutoff)
+	if err != nil {
+		return 0, mapErr(err, "delete finished workflows")
+	}
+	return res.RowsAffected()
+}

@@ -1,0 +1,113 @@
+package workflow_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/conveyor-run/conveyor/internal/queue"
+	"github.com/conveyor-run/conveyor/internal/store"
+	"github.com/conveyor-run/conveyor/internal/testenv"
+	"github.com/conveyor-run/conveyor/internal/workflow"
+)
+
+// fakeQueue answers GetTask from a map of task ID → info; missing IDs are
+// queue.ErrNotFound.
+type fakeQueue map[string]queue.TaskInfo
+
+func (f fakeQueue) GetTask(_ context.Context, id, _ string) (queue.TaskInfo, error) {
+	info, ok := f[id]
+	if !ok {
+		return queue.TaskInfo{}, queue.ErrNotFound
+	}
+	return info, nil
+}
+
+// TestReconcilerAdvancesStepsWhoseOutcomeWasLost: the tasks of four steps
+// ended (or not) in the queue but no outcome was recorded, as when a worker
+// dies right after a task's success. The reconciler records what asynq knows
+// and advances the workflow; it leaves running tasks and unrelayed rows alone.
+func TestReconcilerAdvancesStepsWhoseOutcomeWasLost(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	v := b.start(workflow.Spec{Steps: []workflow.Step{
+		ping("done"), ping("archived"), ping("gone"), ping("running"), ping("unsent"), ping("next", "done"),
+	}})
+	task := map[string]string{}
+	for _, s := range v.Steps {
+		task[s.ID] = s.TaskID
+	}
+	// Everything but "unsent" was relayed, a while ago.
+	if _, err := b.db.Exec(`UPDATE outbox SET sent_at = now() WHERE id <> $1`, task["unsent"]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.db.Exec(`UPDATE workflow_steps SET enqueued_at = now() - interval '1 hour'`); err != nil {
+		t.Fatal(err)
+	}
+	q := fakeQueue{
+		task["done"]:     {ID: task["done"], State: "completed", Result: json.RawMessage(`{"value":7}`)},
+		task["archived"]: {ID: task["archived"], State: "archived", LastError: "exhausted"},
+		task["running"]:  {ID: task["running"], State: "active"},
+		task["unsent"]:   {ID: task["unsent"], State: "completed"}, // must not be asked: its row is unsent
+	}
+	r := workflow.NewReconciler(b.db, q, nil, testenv.Logger(t), workflow.ReconcilerOptions{Age: time.Minute})
+	n, err := r.ReconcileOnce(ctx)
+	if err != nil || n != 3 {
+		t.Fatalf("ReconcileOnce = %d, %v; want 3 advanced", n, err)
+	}
+	got, err := workflow.Get(ctx, b.db, v.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"done": "succeeded", "archived": "failed", "gone": "failed", "running": "enqueued",
+		"unsent": "enqueued", "next": "enqueued"}
+	for _, s := range got.Steps {
+		if s.State != want[s.ID] {
+			t.Errorf("step %s = %s, want %s", s.ID, s.State, want[s.ID])
+		}
+		if s.ID == "done" && string(s.Result) != `{"value": 7}` {
+			t.Errorf("done's result = %s", s.Result)
+		}
+		if s.ID == "archived" && s.Error != "exhausted" {
+			t.Errorf("archived's error = %q", s.Error)
+		}
+	}
+	// Just checked: nothing is due again until Age has passed.
+	if n, err := r.ReconcileOnce(ctx); err != nil || n != 0 {
+		t.Fatalf("second ReconcileOnce = %d, %v; want 0", n, err)
+	}
+	// Stuck: none (the workflow advanced just now).
+	if n, err := store.NewWorkflows(b.db).CountStuck(ctx, time.Minute); err != nil || n != 0 {
+		t.Fatalf("CountStuck = %d, %v", n, err)
+	}
+	if _, err := b.db.Exec(`UPDATE workflows SET updated_at = now() - interval '1 hour';
+		UPDATE workflow_steps SET enqueued_at = now() - interval '1 hour'`); err != nil {
+		t.Fatal(err)
+	}
+	// No step started or was enqueued within the last hour: stuck.
+	if n, err := store.NewWorkflows(b.db).CountStuck(ctx, time.Minute); err != nil || n != 1 {
+		t.Fatalf("CountStuck = %d, %v; want 1", n, err)
+	}
+}
+
+func TestDeleteFinishedWorkflows(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	done := b.start(workflow.Spec{Steps: []workflow.Step{ping("a")}})
+	running := b.start(workflow.Spec{Steps: []workflow.Step{ping("a")}})
+	b.finish(done.ID, "a", true, "")
+	n, err := store.NewWorkflows(b.db).DeleteFinishedBefore(ctx, time.Now().Add(time.Hour))
+	if err != nil || n != 1 {
+		t.Fatalf("DeleteFinishedBefore = %d, %v; want 1", n, err)
+	}
+	if _, err := workflow.Get(ctx, b.db, running.ID); err != nil {
+		t.Fatalf("running workflow deleted: %v", err)
+	}
+	var steps int
+	if err := b.db.Get(&steps, `SELECT count(*) FROM workflow_steps WHERE workflow_id = $1`, done.ID); err != nil || steps != 0 {
+		t.Fatalf("%d steps of the deleted workflow left (%v)", steps, err)
+	}
+}
