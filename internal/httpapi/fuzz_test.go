@@ -124,7 +124,7 @@ func FuzzOrders(f *testing.F) {
 	}
 	b := setupInput(f)
 	f.Fuzz(func(t *testing.T, body, key string) {
-		before := tables(t, b, "orders", "outbox", "idempotency_keys")
+		before := tables(t, b, "orders", "outbox", "workflows", "idempotency_keys")
 		var header []string
 		if key != "" {
 			header = []string{"Idempotency-Key", key}
@@ -133,12 +133,14 @@ func FuzzOrders(f *testing.F) {
 		no5xx(t, rec.Code, "create order", rec.Body.String())
 		want := map[string]int{}
 		if rec.Code == http.StatusCreated && rec.Header().Get("Idempotent-Replayed") == "" {
-			want = map[string]int{"orders": 1, "outbox": 2} // order:process + its confirmation
+			// The order's workflow, and order:process in the outbox (its
+			// confirmation waits for it).
+			want = map[string]int{"orders": 1, "outbox": 1, "workflows": 1}
 			if key != "" {
 				want["idempotency_keys"] = 1
 			}
 		}
-		checkWrites(t, before, tables(t, b, "orders", "outbox", "idempotency_keys"), want, "create order "+body)
+		checkWrites(t, before, tables(t, b, "orders", "outbox", "workflows", "idempotency_keys"), want, "create order "+body)
 		var open int
 		if err := b.db.GetContext(context.Background(), &open, `SELECT count(*) FROM idempotency_keys WHERE status = 0`); err != nil || open != 0 {
 			t.Fatalf("%d idempotency keys left in progress (%v)", open, err)
@@ -207,5 +209,38 @@ func FuzzSchedules(f *testing.F) {
 		rec = b.call(t, "PATCH", "/api/v1/schedules/fixture", admin, body, nil)
 		no5xx(t, rec.Code, "patch schedule", rec.Body.String())
 		checkWrites(t, before, tables(t, b, "schedules"), want, "patch schedule "+body)
+	})
+}
+
+func FuzzWorkflows(f *testing.F) {
+	for _, s := range []string{
+		`{"name":"w","steps":[{"id":"a","type":"system:ping"},{"id":"b","type":"system:ping","after":["a"]}]}`,
+		`{"steps":[{"id":"a","type":"system:ping","after":["b"]},{"id":"b","type":"system:ping","after":["a"]}]}`,
+		`{"steps":[{"id":"a","type":"system:ping","countdown":9223372036854775807,"timeout":-1,"max_retry":3000000000}]}`,
+		`{"name":"\u0000","steps":[{"id":"\u0000","type":"system:ping","payload":{"fail":"\u0000"}}]}`,
+		`{"steps":[{"id":"a","type":"system:ping","after":[""],"if_parent_failed":"run","queue":"\u0000"}]}`,
+		`{"steps":[{"id":"a","type":"nope","payload":[]}]}`,
+		`{"steps":null}`,
+	} {
+		f.Add(s, "")
+	}
+	f.Add(`{"steps":[{"id":"a","type":"system:ping"}]}`, "k")
+	b := setupInput(f)
+	admin := "Bearer " + token
+	f.Fuzz(func(t *testing.T, body, key string) {
+		var header []string
+		if key != "" {
+			header = []string{"Idempotency-Key", key}
+		}
+		before := tables(t, b, "workflows", "outbox")
+		rec := b.call(t, "POST", "/api/v1/workflows", admin, body, nil, header...)
+		no5xx(t, rec.Code, "start workflow", rec.Body.String())
+		if rec.Code != http.StatusAccepted {
+			checkWrites(t, before, tables(t, b, "workflows", "outbox"), map[string]int{}, "start workflow "+body)
+		}
+		rec = b.call(t, "GET", "/api/v1/workflows/"+url.PathEscape(body)+"?wait=0", admin, nil, nil)
+		no5xx(t, rec.Code, "get workflow", rec.Body.String())
+		rec = b.call(t, "GET", "/api/v1/workflows?state="+url.QueryEscape(body), admin, nil, nil)
+		no5xx(t, rec.Code, "list workflows", rec.Body.String())
 	})
 }
