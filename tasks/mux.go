@@ -38,8 +38,9 @@ type Deps struct {
 // Outcomes of one task attempt, as reported to an Observer.
 const (
 	OutcomeSucceeded = "succeeded"
-	OutcomeRetried   = "retried"  // failed; asynq will retry it
-	OutcomeArchived  = "archived" // failed for good
+	OutcomeRetried   = "retried"   // failed; asynq will retry it
+	OutcomeArchived  = "archived"  // failed for good
+	OutcomeThrottled = "throttled" // over a limit: not started, waits without spending a retry
 )
 
 // Observer receives task events (the worker's Prometheus metrics).
@@ -55,7 +56,8 @@ type Mux struct {
 	handlers map[string]asynq.Handler
 	log      *slog.Logger
 	obs      Observer
-	steps    *stepHook // workflow_step.go
+	steps    *stepHook   // workflow_step.go
+	flow     flowControl // expiry and limits before the handler (flow.go)
 }
 
 // NewMux builds handlers for every type in r. obs may be nil.
@@ -85,13 +87,16 @@ func (m *Mux) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		m.obs.TaskStarted(t.Type(), queue)
 	}
 	start := time.Now()
-	err := m.dispatch(ctx, t)
+	err := m.admitAndDispatch(ctx, t)
 	elapsed := time.Since(start)
 
 	outcome := OutcomeSucceeded
 	switch {
 	case err == nil:
 		log.Info("task succeeded", "duration", elapsed)
+	case IsThrottled(err):
+		outcome = OutcomeThrottled
+		log.Debug("task throttled, not started", "reason", err)
 	case errors.Is(err, asynq.SkipRetry) || attempt.Last():
 		outcome = OutcomeArchived
 		log.Error("task failed, archived", "duration", elapsed, "err", err)

@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+
+	"github.com/conveyor-run/conveyor/internal/limits"
 )
 
 // Payload is what every task type's payload struct implements.
@@ -47,6 +49,13 @@ type Opts struct {
 	// exponential backoff with full jitter.
 	RetryBase time.Duration
 	RetryCap  time.Duration
+	// Limits are the type's default flow control (rate, concurrency);
+	// operators may override them at run time (see internal/limits).
+	Limits limits.Limits
+	// ExpiresIn, when set, is the default deadline of a task of this type,
+	// counted from when it is built: a task not started by then is archived
+	// as expired, never run. Producers may give their own (WithExpiry).
+	ExpiresIn time.Duration
 }
 
 // Defaults for types that leave an option zero.
@@ -121,6 +130,7 @@ func NewWithHeaders(p Payload, headers map[string]string, extra ...asynq.Option)
 		return nil, fmt.Errorf("encode %s payload: %w", p.TypeName(), err)
 	}
 	o := p.Opts().withDefaults()
+	headers = withDefaultExpiry(headers, o.ExpiresIn)
 	opts := append([]asynq.Option{
 		asynq.Queue(o.Queue), asynq.MaxRetry(o.MaxRetry), asynq.Timeout(o.Timeout), asynq.Retention(o.Retention),
 	}, extra...)
@@ -173,6 +183,9 @@ func decodeError(err error) error {
 type Type struct {
 	Name string
 	Opts Opts // with defaults applied
+	// Fields are the payload's top-level JSON field names (a limit's key
+	// must be one of them).
+	Fields []string
 	// decode decodes and validates a payload: strictly for producers,
 	// leniently for the worker.
 	decode func(b []byte, strict bool) (Payload, error)
@@ -185,8 +198,9 @@ type Type struct {
 func Define[P Payload](makeHandler func(d Deps) Handler[P]) Type {
 	var zero P
 	return Type{
-		Name: zero.TypeName(),
-		Opts: zero.Opts().withDefaults(),
+		Name:   zero.TypeName(),
+		Opts:   zero.Opts().withDefaults(),
+		Fields: payloadFields(zero),
 		decode: func(b []byte, strict bool) (Payload, error) {
 			return decode[P](b, strict)
 		},

@@ -115,11 +115,11 @@ func (h *stepHook) begin(ctx context.Context, t *asynq.Task) (_ context.Context,
 	return ctx, &ref, true
 }
 
-// end reports a step's final outcome; a retried attempt reports nothing. A
+// end reports a step's final outcome; a retried or throttled attempt reports nothing. A
 // report that fails is left to the reconciler (internal/workflow), which
 // reads the outcome back from asynq.
 func (h *stepHook) end(ctx context.Context, step *StepRef, outcome string, err error) {
-	if step == nil || h.reporter == nil || outcome == OutcomeRetried {
+	if step == nil || h.reporter == nil || outcome == OutcomeRetried || outcome == OutcomeThrottled {
 		return
 	}
 	o := StepOutcome{Succeeded: outcome == OutcomeSucceeded, FinishedAt: time.Now()}

@@ -22,6 +22,7 @@ import (
 	"github.com/conveyor-run/conveyor/internal/auth"
 	"github.com/conveyor-run/conveyor/internal/config"
 	"github.com/conveyor-run/conveyor/internal/db"
+	"github.com/conveyor-run/conveyor/internal/limits"
 	"github.com/conveyor-run/conveyor/internal/mail"
 	"github.com/conveyor-run/conveyor/internal/observe"
 	"github.com/conveyor-run/conveyor/internal/queue"
@@ -78,6 +79,11 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr 
 		UnverifiedMail: tasks.Limit{Max: cfg.Mail.UnverifiedMax, Window: cfg.Mail.UnverifiedWindow},
 		Workflows:      workflow.NewAdvancer(database, wfMetrics, log),
 	}, metrics)
+	closeLimits, err := startLimits(ctx, redisOpt, registry, log, reg, mux)
+	if err != nil {
+		return err
+	}
+	defer closeLimits() // after srv.Shutdown: draining tasks still free their slots
 
 	// The workflow reconciler asks asynq about steps whose outcome was never
 	// recorded (a worker died between a task's end and the advancement).
@@ -98,7 +104,8 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr 
 		Concurrency:    cfg.Concurrency,
 		Queues:         cfg.Queues,
 		StrictPriority: cfg.StrictPriority,
-		RetryDelayFunc: registry.RetryDelay(cfg.RetryBase, cfg.RetryMax, rand.Float64),
+		RetryDelayFunc: tasks.ThrottleAware(registry.RetryDelay(cfg.RetryBase, cfg.RetryMax, rand.Float64)),
+		IsFailure:      limits.IsFailure, // a throttled attempt spends no retry
 		// Handlers get their own base context, not the signal one: on SIGTERM
 		// in-flight tasks keep running until ShutdownTimeout.
 		BaseContext:              context.Background,

@@ -27,6 +27,8 @@ func handleTaskCreate(q *queue.Client) echo.HandlerFunc {
 		Timeout   *int64          `json:"timeout"`
 		UniqueFor *int64          `json:"unique_for"`
 		TaskID    string          `json:"task_id"`
+		ExpiresIn *int64          `json:"expires_in"`
+		ExpiresAt string          `json:"expires_at"`
 	}
 	type response struct {
 		ID    string `json:"id"`
@@ -52,13 +54,14 @@ func handleTaskCreate(q *queue.Client) echo.HandlerFunc {
 				eta = &t
 			}
 		}
+		expires := parseExpiry(req.ExpiresIn, req.ExpiresAt, fields)
 		if len(fields) > 0 {
 			return errValidation(fields)
 		}
 		info, err := q.Enqueue(c.Request().Context(), queue.Request{
 			Type: req.Type, Payload: req.Payload, Queue: req.Queue, MaxRetry: req.MaxRetry,
 			Countdown: req.Countdown, ETA: eta, Timeout: req.Timeout, UniqueFor: req.UniqueFor,
-			TaskID: req.TaskID, DerivedTaskID: idempotentTaskID(c), RequestID: RequestID(c),
+			TaskID: req.TaskID, DerivedTaskID: idempotentTaskID(c), RequestID: RequestID(c), ExpiresAt: expires,
 		})
 		if err != nil {
 			return err

@@ -23,7 +23,7 @@ func NewTaskMetrics(reg prometheus.Registerer) *TaskMetrics {
 		}, []string{"type", "queue"}),
 		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "conveyor_tasks_finished_total",
-			Help: "Task attempts finished, by outcome: succeeded, retried (failed, will retry) or archived (failed for good).",
+			Help: "Task attempts finished, by outcome: succeeded, retried (failed, will retry), archived (failed for good) or throttled (over a limit, not started).",
 		}, []string{"type", "queue", "outcome"}),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "conveyor_tasks_failed_total",
@@ -51,7 +51,7 @@ func (m *TaskMetrics) TaskStarted(taskType, queue string) {
 func (m *TaskMetrics) TaskFinished(taskType, queue, outcome string, d time.Duration) {
 	m.inFlight.WithLabelValues(taskType).Dec()
 	m.finished.WithLabelValues(taskType, queue, outcome).Inc()
-	if outcome != "succeeded" {
+	if outcome == "retried" || outcome == "archived" {
 		m.failed.WithLabelValues(taskType, queue).Inc()
 	}
 	m.duration.WithLabelValues(taskType).Observe(d.Seconds())

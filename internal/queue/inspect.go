@@ -27,6 +27,11 @@ type TaskInfo struct {
 	// Progress is what the handler last reported with tasks.ReportProgress.
 	Progress *tasks.Progress `json:"progress"`
 	Payload  json.RawMessage `json:"payload"`
+	// Throttled: the task is waiting (state retry) because a limit of its
+	// type was reached, not because it failed; LastError says which limit.
+	Throttled bool `json:"throttled"`
+	// ExpiresAt: the task's deadline, if it has one (see tasks.WithExpiry).
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 }
 
 // Finished reports whether the task will not run again by itself.
@@ -41,6 +46,7 @@ func fromInfo(i *asynq.TaskInfo) TaskInfo {
 	}
 	result, progress := tasks.DecodeResult(i.Result)
 	t.Result, t.Progress = jsonOrString(result), progress
+	t.Throttled, t.ExpiresAt = flowState(i)
 	return t
 }
 

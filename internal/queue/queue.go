@@ -132,6 +132,9 @@ type Request struct {
 	// itself (from an Idempotency-Key), so it may lie in a reserved namespace.
 	DerivedTaskID string
 	RequestID     string
+	// ExpiresAt: the task is archived unstarted if it has not started by
+	// then (nil: the type's default, if any).
+	ExpiresAt *time.Time
 }
 
 var validID = regexp.MustCompile(`^[A-Za-z0-9_.:\-]{1,200}$`)
@@ -191,6 +194,9 @@ func (c *Client) Enqueue(ctx context.Context, r Request) (TaskInfo, error) {
 	var headers map[string]string
 	if r.RequestID != "" {
 		headers = map[string]string{tasks.HeaderRequestID: r.RequestID}
+	}
+	if r.ExpiresAt != nil {
+		headers = tasks.WithExpiry(headers, *r.ExpiresAt)
 	}
 	t, err := tasks.NewWithHeaders(p, headers, opts...)
 	if err != nil {
