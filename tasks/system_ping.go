@@ -43,6 +43,7 @@ func (p SystemPingPayload) Validate() error {
 
 func handleSystemPing(Deps) Handler[SystemPingPayload] {
 	return func(ctx context.Context, p SystemPingPayload) error {
+		started := time.Now().UTC()
 		if p.SleepMS > 0 {
 			select {
 			case <-time.After(time.Duration(p.SleepMS) * time.Millisecond):
@@ -65,7 +66,9 @@ func handleSystemPing(Deps) Handler[SystemPingPayload] {
 			_ = json.Unmarshal(pr.Result, &r) // a failed parent has no result: 0
 			value += r.Value
 		}
-		res := map[string]any{"pong": true, "at": time.Now().UTC()}
+		// started_at and at let drills see when handlers ran, e.g. that a
+		// limit held (no more than N at once, no more than N a second).
+		res := map[string]any{"pong": true, "started_at": started, "at": time.Now().UTC()}
 		if len(parents) > 0 || p.Add != 0 {
 			res["value"], res["parents"] = value, len(parents)
 		}

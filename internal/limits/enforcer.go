@@ -29,6 +29,10 @@ const (
 	// slot (with the start reserved) instead of going back to Redis, because
 	// asynq schedules retries to the whole second.
 	MaxInlineWait = time.Second
+	// MaxThrottleWait caps how long a throttled task waits before it asks
+	// again, so tasks already waiting see a changed (looser) limit within
+	// this time.
+	MaxThrottleWait = 30 * time.Second
 	// concurrencyRetry is how soon a task refused a concurrency slot looks
 	// again (plus up to the same again of jitter): a slot's end cannot be
 	// predicted.
@@ -151,7 +155,7 @@ func (e *Enforcer) Admit(ctx context.Context, taskType, taskID string, payload [
 		if res[0] == 0 {
 			releaseSlot()
 			e.throttled(taskType, KindRate)
-			return nil, &Throttled{Kind: KindRate, Limit: r.String(), RetryAfter: wait}
+			return nil, &Throttled{Kind: KindRate, Limit: r.String(), RetryAfter: min(wait, MaxThrottleWait)}
 		}
 		if wait > 0 {
 			select {
