@@ -56,6 +56,7 @@ func handleScheduleCreate(cat *schedule.Catalog) echo.HandlerFunc {
 		MaxRetry      *int            `json:"max_retry"`
 		Timeout       *int            `json:"timeout"`        // seconds
 		CatchupWindow *int            `json:"catchup_window"` // seconds
+		ExpiresIn     *int            `json:"expires_in"`     // seconds after the tick
 		Enabled       *bool           `json:"enabled"`        // default true
 	}
 	return func(c echo.Context) error {
@@ -76,7 +77,7 @@ func handleScheduleCreate(cat *schedule.Catalog) echo.HandlerFunc {
 		v, err := cat.Create(c.Request().Context(), schedule.Input{
 			Name: req.Name, Spec: req.Spec, Timezone: req.Timezone, TaskType: req.TaskType, Payload: req.Payload,
 			Queue: req.Queue, MaxRetry: req.MaxRetry, Timeout: req.Timeout, CatchupWindow: req.CatchupWindow,
-			Enabled: enabled,
+			ExpiresIn: req.ExpiresIn, Enabled: enabled,
 		})
 		if err != nil {
 			return err
@@ -121,6 +122,7 @@ func handleSchedulePatch(cat *schedule.Catalog) echo.HandlerFunc {
 		MaxRetry      optional[int]             `json:"max_retry"`
 		Timeout       optional[int]             `json:"timeout"`
 		CatchupWindow optional[int]             `json:"catchup_window"`
+		ExpiresIn     optional[int]             `json:"expires_in"`
 		Enabled       optional[bool]            `json:"enabled"`
 	}
 	return func(c echo.Context) error {
@@ -167,6 +169,9 @@ func handleSchedulePatch(cat *schedule.Catalog) echo.HandlerFunc {
 			}
 			if req.CatchupWindow.Set {
 				in.CatchupWindow = req.CatchupWindow.Value
+			}
+			if req.ExpiresIn.Set {
+				in.ExpiresIn = req.ExpiresIn.Value
 			}
 			if req.Enabled.Value != nil {
 				in.Enabled = *req.Enabled.Value

@@ -103,6 +103,7 @@ func TestScheduleCreateRejectsBadInput(t *testing.T) {
 		{"bad max_retry", `{"name":"a","spec":"@daily","task_type":"system:ping","max_retry":-1}`, "max_retry"},
 		{"bad timeout", `{"name":"a","spec":"@daily","task_type":"system:ping","timeout":0}`, "timeout"},
 		{"bad catchup_window", `{"name":"a","spec":"@daily","task_type":"system:ping","catchup_window":-5}`, "catchup_window"},
+		{"bad expires_in", `{"name":"a","spec":"@daily","task_type":"system:ping","expires_in":0}`, "expires_in"},
 		{"unknown field", `{"name":"a","spec":"@daily","task_type":"system:ping","cron":"x"}`, "cron"},
 		{"wrong type", `{"name":"a","spec":5,"task_type":"system:ping"}`, "spec"},
 	}
@@ -232,4 +233,32 @@ func mustZone(t *testing.T, name string) *time.Location {
 		t.Fatal(err)
 	}
 	return loc
+}
+
+// A schedule's expires_in shows in its view, can be patched, and gives its
+// fires a deadline.
+func TestScheduleExpiresIn(t *testing.T) {
+	t.Parallel()
+	b := setupSchedules(t)
+	var v struct {
+		ExpiresIn *int `json:"expires_in"`
+	}
+	if code := b.do(t, "POST", "/api/v1/schedules", `{"name":"otp","spec":"@hourly","task_type":"system:ping","expires_in":60}`, &v); code != http.StatusCreated || v.ExpiresIn == nil || *v.ExpiresIn != 60 {
+		t.Fatalf("create: %d %+v", code, v)
+	}
+	var fired struct{ ID string }
+	if code := b.do(t, "POST", "/api/v1/schedules/otp/fire", "", &fired); code != http.StatusAccepted {
+		t.Fatalf("fire: %d", code)
+	}
+	var task struct {
+		ExpiresAt *time.Time `json:"expires_at"`
+	}
+	b.do(t, "GET", "/api/v1/tasks/"+fired.ID, "", &task)
+	if task.ExpiresAt == nil || time.Until(*task.ExpiresAt) > time.Minute || time.Until(*task.ExpiresAt) < 30*time.Second {
+		t.Fatalf("fired task expires at %v, want about a minute from now", task.ExpiresAt)
+	}
+	v.ExpiresIn = nil
+	if code := b.do(t, "PATCH", "/api/v1/schedules/otp", `{"expires_in":null}`, &v); code != http.StatusOK || v.ExpiresIn != nil {
+		t.Fatalf("patch to null: %d %+v", code, v)
+	}
 }

@@ -55,6 +55,7 @@ type Input struct {
 	Timeout       *int
 	CatchupWindow *int
 	Enabled       bool
+	ExpiresIn     *int // seconds
 }
 
 // View is a schedule as the API shows it.
@@ -69,6 +70,7 @@ type View struct {
 	MaxRetry      *int            `json:"max_retry,omitempty"`
 	Timeout       *int            `json:"timeout,omitempty"`        // seconds
 	CatchupWindow *int            `json:"catchup_window,omitempty"` // seconds
+	ExpiresIn     *int            `json:"expires_in,omitempty"`     // seconds
 	Enabled       bool            `json:"enabled"`
 	NextFireAt    *time.Time      `json:"next_fire_at"` // nil when disabled or invalid
 	LastFiredAt   *time.Time      `json:"last_fired_at"`
@@ -87,13 +89,13 @@ type Status struct {
 func (in Input) row() store.Schedule {
 	return store.Schedule{Name: in.Name, Spec: in.Spec, Timezone: in.Timezone, TaskType: in.TaskType,
 		Payload: in.Payload, Queue: in.Queue, MaxRetry: in.MaxRetry, TimeoutSeconds: in.Timeout,
-		CatchupWindowSeconds: in.CatchupWindow, Enabled: in.Enabled}
+		CatchupWindowSeconds: in.CatchupWindow, Enabled: in.Enabled, ExpiresInSeconds: in.ExpiresIn}
 }
 
 func inputOf(r store.Schedule) Input {
 	return Input{Name: r.Name, Spec: r.Spec, Timezone: r.Timezone, TaskType: r.TaskType, Payload: r.Payload,
 		Queue: r.Queue, MaxRetry: r.MaxRetry, Timeout: r.TimeoutSeconds, CatchupWindow: r.CatchupWindowSeconds,
-		Enabled: r.Enabled}
+		Enabled: r.Enabled, ExpiresIn: r.ExpiresInSeconds}
 }
 
 // validate checks in as the scheduler will, plus the queue; the error is
@@ -260,6 +262,9 @@ func (c *Catalog) List(ctx context.Context) ([]View, Status, error) {
 		if e.CatchupWindow != nil {
 			v.CatchupWindow = seconds(*e.CatchupWindow)
 		}
+		if e.ExpiresIn > 0 {
+			v.ExpiresIn = seconds(e.ExpiresIn)
+		}
 		if err := e.Compile(c.reg); err != nil {
 			v.Error = err.Error()
 		} else {
@@ -290,7 +295,7 @@ func (c *Catalog) List(ctx context.Context) ([]View, Status, error) {
 func (c *Catalog) rowView(r store.Schedule, last *time.Time) View {
 	v := View{Name: r.Name, Source: SourceDatabase, Spec: r.Spec, Timezone: r.Timezone, TaskType: r.TaskType,
 		Payload: json.RawMessage(r.Payload), Queue: r.Queue, MaxRetry: r.MaxRetry, Timeout: r.TimeoutSeconds,
-		CatchupWindow: r.CatchupWindowSeconds, Enabled: r.Enabled, LastTaskID: r.LastTaskID,
+		CatchupWindow: r.CatchupWindowSeconds, ExpiresIn: r.ExpiresInSeconds, Enabled: r.Enabled, LastTaskID: r.LastTaskID,
 		CreatedAt: timeOrNil(r.CreatedAt), UpdatedAt: timeOrNil(r.UpdatedAt)}
 	if r.LastFiredAt != nil {
 		v.LastFiredAt = timeOrNil(*r.LastFiredAt)
@@ -329,7 +334,7 @@ func (c *Catalog) Fire(ctx context.Context, name, requestID string) (queue.TaskI
 	} else if err := e.Compile(c.reg); err != nil {
 		return queue.TaskInfo{}, err
 	}
-	headers := map[string]string{"schedule": name}
+	headers := e.headers(c.now()) // a manual fire's deadline counts from now
 	if requestID != "" {
 		headers[tasks.HeaderRequestID] = requestID
 	}

@@ -300,7 +300,7 @@ func (e *Engine) Fire(ctx context.Context, en *Entry, tick time.Time) string {
 	}
 	minRetention := max(10*time.Minute, 2*en.window(e.opts.CatchupWindow))
 	outcome := FireEnqueued
-	t, err := tasks.NewWithHeaders(en.taskOpts, map[string]string{"schedule": en.Name}, en.options()...)
+	t, err := tasks.NewWithHeaders(en.taskOpts, en.headers(tick), en.options()...)
 	if err == nil {
 		// ID and retention as enqueue options: they win over any default the
 		// client adds, and the dedupe window must be ours.

@@ -53,6 +53,9 @@ type Entry struct {
 	Timeout  time.Duration `json:"timeout,omitempty"`
 	// CatchupWindow overrides the engine's catch-up window when not nil.
 	CatchupWindow *time.Duration `json:"catchup_window,omitempty"`
+	// ExpiresIn: a fire not started this long after its tick is archived
+	// unrun (zero: the task type's default).
+	ExpiresIn time.Duration `json:"expires_in,omitempty"`
 	// Enabled is false for a database entry that is kept but not fired.
 	Enabled bool `json:"enabled"`
 
@@ -124,6 +127,9 @@ func (e *Entry) Compile(reg *tasks.Registry) error {
 	}
 	if e.Timeout != 0 && (e.Timeout < time.Second || e.Timeout > 24*time.Hour) {
 		bad["timeout"] = "must be between 1 second and 24 hours"
+	}
+	if e.ExpiresIn != 0 && (e.ExpiresIn < time.Second || e.ExpiresIn > 365*24*time.Hour) {
+		bad["expires_in"] = "must be between 1 second and 365 days"
 	}
 	if e.CatchupWindow != nil && (*e.CatchupWindow < 0 || *e.CatchupWindow > 7*24*time.Hour) {
 		bad["catchup_window"] = "must be between 0 and 7 days"
@@ -198,6 +204,17 @@ func (e *Entry) options() []asynq.Option {
 	return opts
 }
 
+// headers are the task headers of a fire for tick: the schedule's name and,
+// with ExpiresIn, the deadline counted from the tick (so a tick caught up
+// late does not get a fresh deadline).
+func (e *Entry) headers(tick time.Time) map[string]string {
+	h := map[string]string{"schedule": e.Name}
+	if e.ExpiresIn > 0 {
+		h = tasks.WithExpiry(h, tick.Add(e.ExpiresIn))
+	}
+	return h
+}
+
 // window is the entry's catch-up window given the engine's default.
 func (e *Entry) window(def time.Duration) time.Duration {
 	if e.CatchupWindow != nil {
@@ -248,6 +265,8 @@ type file struct {
 		Timeout  time.Duration  `yaml:"timeout"`
 		// CatchupWindow overrides SCHEDULER_CATCHUP_WINDOW (e.g. 1h, 0s).
 		CatchupWindow *time.Duration `yaml:"catchup_window"`
+		// ExpiresIn: a fire not started this long after its tick never runs.
+		ExpiresIn time.Duration `yaml:"expires_in"`
 	} `yaml:"schedules"`
 }
 
@@ -277,7 +296,7 @@ func LoadFile(path string, reg *tasks.Registry) ([]*Entry, error) {
 		}
 		e := &Entry{Name: s.Name, Spec: s.Spec, TaskType: s.Task, Payload: payload,
 			Queue: s.Queue, Timezone: s.Timezone, Source: SourceFile, Enabled: true,
-			MaxRetry: s.MaxRetry, Timeout: s.Timeout, CatchupWindow: s.CatchupWindow}
+			MaxRetry: s.MaxRetry, Timeout: s.Timeout, CatchupWindow: s.CatchupWindow, ExpiresIn: s.ExpiresIn}
 		if err := e.Compile(reg); err != nil {
 			return nil, fmt.Errorf("SCHEDULES_FILE %s: entry %d (%q): %w", path, i+1, s.Name, err)
 		}
@@ -304,6 +323,12 @@ func FromRow(r store.Schedule, reg *tasks.Registry) (*Entry, error) {
 	if r.CatchupWindowSeconds != nil {
 		w := time.Duration(*r.CatchupWindowSeconds) * time.Second
 		e.CatchupWindow = &w
+	}
+	if r.ExpiresInSeconds != nil {
+		e.ExpiresIn = time.Duration(*r.ExpiresInSeconds) * time.Second
+		if e.ExpiresIn == 0 {
+			e.ExpiresIn = -1 // an explicit 0 is invalid, not "the default"
+		}
 	}
 	if r.LastFiredAt != nil {
 		e.LastFired = *r.LastFiredAt

@@ -89,6 +89,8 @@ func TestCompileNamesBadFields(t *testing.T) {
 		{"unknown payload field", Entry{Name: "a", Spec: "@daily", TaskType: tasks.TypeSystemPing, Payload: json.RawMessage(`{"nope":1}`)}, "payload.nope"},
 		{"bad max_retry", Entry{Name: "a", Spec: "@daily", TaskType: tasks.TypeSystemPing, MaxRetry: &neg}, "max_retry"},
 		{"bad timeout", Entry{Name: "a", Spec: "@daily", TaskType: tasks.TypeSystemPing, Timeout: time.Millisecond}, "timeout"},
+		{"bad expires_in", Entry{Name: "a", Spec: "@daily", TaskType: tasks.TypeSystemPing, ExpiresIn: -time.Second}, "expires_in"},
+		{"expires_in over a year", Entry{Name: "a", Spec: "@daily", TaskType: tasks.TypeSystemPing, ExpiresIn: 400 * 24 * time.Hour}, "expires_in"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -158,5 +160,20 @@ func TestNextFiresARepeatedWallClockTimeOnce(t *testing.T) {
 				break
 			}
 		}
+	}
+}
+
+// A fire's deadline counts from its tick, so a tick caught up late is not
+// given a fresh one.
+func TestFireExpiresCountFromTheTick(t *testing.T) {
+	t.Parallel()
+	tick := time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)
+	e := Entry{Name: "digest", ExpiresIn: 10 * time.Minute}
+	at, ok := tasks.ExpiryOf(e.headers(tick))
+	if !ok || !at.Equal(tick.Add(10*time.Minute)) {
+		t.Fatalf("expires_at %v (%v), want %v", at, ok, tick.Add(10*time.Minute))
+	}
+	if _, ok := tasks.ExpiryOf((&Entry{Name: "plain"}).headers(tick)); ok {
+		t.Fatal("a schedule without expires_in gave its fire a deadline")
 	}
 }

@@ -29,6 +29,9 @@ type Schedule struct {
 	UpdatedAt            time.Time  `db:"updated_at"`
 	LastFiredAt          *time.Time `db:"last_fired_at"`
 	LastTaskID           string     `db:"last_task_id"`
+	// ExpiresInSeconds: a fire not started this long after its tick is
+	// archived unrun; nil: the task type's default.
+	ExpiresInSeconds *int `db:"expires_in_seconds"`
 }
 
 // Schedules is the schedules repository.
@@ -38,7 +41,7 @@ type Schedules struct{ q Querier }
 func NewSchedules(q Querier) *Schedules { return &Schedules{q: q} }
 
 const scheduleCols = `id, name, spec, timezone, task_type, payload, queue, max_retry, timeout_seconds,
-	catchup_window_seconds, enabled, created_at, updated_at, last_fired_at, last_task_id`
+	catchup_window_seconds, enabled, created_at, updated_at, last_fired_at, last_task_id, expires_in_seconds`
 
 // List returns every schedule, enabled or not, sorted by name.
 func (r *Schedules) List(ctx context.Context) ([]Schedule, error) {
@@ -58,10 +61,10 @@ func (r *Schedules) Get(ctx context.Context, name string) (Schedule, error) {
 func (r *Schedules) Create(ctx context.Context, s *Schedule) error {
 	err := r.q.GetContext(ctx, s,
 		`INSERT INTO schedules (name, spec, timezone, task_type, payload, queue, max_retry, timeout_seconds,
-		                        catchup_window_seconds, enabled)
-		 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING `+scheduleCols,
+		                        catchup_window_seconds, enabled, expires_in_seconds)
+		 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING `+scheduleCols,
 		s.Name, s.Spec, s.Timezone, s.TaskType, nullJSON(s.Payload), s.Queue, s.MaxRetry, s.TimeoutSeconds,
-		s.CatchupWindowSeconds, s.Enabled)
+		s.CatchupWindowSeconds, s.Enabled, s.ExpiresInSeconds)
 	return mapErr(err, fmt.Sprintf("create schedule %q", s.Name))
 }
 
@@ -72,10 +75,10 @@ func (r *Schedules) Update(ctx context.Context, s *Schedule) error {
 	err := r.q.GetContext(ctx, s,
 		`UPDATE schedules SET spec = $2, timezone = $3, task_type = $4, payload = $5, queue = $6,
 		        max_retry = $7, timeout_seconds = $8, catchup_window_seconds = $9, enabled = $10,
-		        updated_at = now()
+		        expires_in_seconds = $11, updated_at = now()
 		 WHERE name = $1 RETURNING `+scheduleCols,
 		s.Name, s.Spec, s.Timezone, s.TaskType, nullJSON(s.Payload), s.Queue, s.MaxRetry, s.TimeoutSeconds,
-		s.CatchupWindowSeconds, s.Enabled)
+		s.CatchupWindowSeconds, s.Enabled, s.ExpiresInSeconds)
 	return mapErr(err, fmt.Sprintf("update schedule %q", s.Name))
 }
 
