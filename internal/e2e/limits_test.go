@@ -121,10 +121,10 @@ func TestRateLimitHoldsAcrossThreeWorkers(t *testing.T) {
 // running worker; an expired task never runs; bad limit bodies are 422.
 func TestPerKeyLimitRuntimeChangeAndExpiry(t *testing.T) {
 	t.Parallel()
-	p := testenv.StartPlatform(t, testenv.PlatformOptions{})
+	p := testenv.StartPlatform(t, testenv.PlatformOptions{NoWorker: true})
 	// Keyed by sleep_ms: each value is its own bucket of 2 per hour.
 	putLimits(t, p, "system:ping", `{"rate":{"limit":2,"per":"1h","key":"sleep_ms"}}`)
-	time.Sleep(2 * time.Second) // > limits.SyncInterval: the worker has it
+	p.StartWorker() // it reads the limits as it starts; later changes reach it while it runs
 
 	var held []string
 	for range 4 {

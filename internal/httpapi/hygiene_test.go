@@ -195,6 +195,7 @@ func TestJSONBodies(t *testing.T) {
 		{"POST /api/v1/schedules", "/api/v1/schedules", "Bearer " + token, `{"name":1}`, "name", []string{"name", "spec", "task_type"}},
 		{"POST /api/v1/workflows", "/api/v1/workflows", "Bearer " + token, `{"steps":1}`, "steps", []string{"steps"}},
 		{"PATCH /api/v1/schedules/{name}", sched, "Bearer " + token, `{"enabled":"yes"}`, "enabled", nil},
+		{"PUT /api/v1/task-types/{type}/limits", "/api/v1/task-types/system:ping/limits", "Bearer " + token, `{"rate":5}`, "rate", nil},
 	}
 
 	doc := fetchOpenAPI(t, b)

@@ -104,16 +104,15 @@ func handleTaskLimitsPut(reg *tasks.Registry, ls *limits.Store) echo.HandlerFunc
 		if err != nil {
 			return errBadRequest("could not read the request body")
 		}
-		if !json.Valid(body) {
-			return errBadRequest("malformed JSON: send an object with rate and/or concurrency")
-		}
 		p, err := limits.ParsePatch(body, t.Fields)
 		var fe limits.FieldErrors
-		if errors.As(err, &fe) {
+		switch {
+		case errors.As(err, &fe):
 			return errValidation(fe)
-		}
-		if err != nil {
-			return err
+		case errors.Is(err, limits.ErrBody) && !json.Valid(body):
+			return errBadRequest("malformed JSON: " + err.Error())
+		case err != nil:
+			return errBadRequest(err.Error())
 		}
 		l, err := ls.Put(c.Request().Context(), t.Name, p)
 		if err != nil {

@@ -193,12 +193,16 @@ func (p Patch) Apply(l Limits) Limits {
 	return l
 }
 
+// ErrBody is a PUT body that is not one JSON object.
+var ErrBody = errors.New("the body must be one JSON object with rate and/or concurrency")
+
 // ParsePatch decodes a PUT body strictly (unknown fields are errors) and
-// validates it against the type's payload fields. Errors are FieldErrors.
+// validates it against the type's payload fields. Errors are ErrBody or
+// FieldErrors.
 func ParsePatch(body []byte, fields []string) (Patch, error) {
 	var raw map[string]json.RawMessage
-	if err := strictDecode(body, &raw); err != nil {
-		return Patch{}, FieldErrors{"body": "must be a JSON object with rate and/or concurrency"}
+	if err := strictDecode(body, &raw); err != nil || raw == nil {
+		return Patch{}, ErrBody
 	}
 	var p Patch
 	bad := FieldErrors{}

@@ -2,6 +2,7 @@ package limits
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -267,13 +268,16 @@ func TestParsePatchNamesTheBadField(t *testing.T) {
 		{`{"concurrency":{"max":1,"key":"payload"}}`, "concurrency.key"},
 		{`{"concurrency":5}`, "concurrency"},
 		{`{"speed":1}`, "speed"},
-		{`[1]`, "body"},
-		{`{"rate":{}} x`, "body"},
 	} {
 		_, err := ParsePatch([]byte(tc.body), fields)
 		fe, ok := err.(FieldErrors)
 		if !ok || fe[tc.field] == "" {
 			t.Errorf("%s: %v, want an error naming %s", tc.body, err, tc.field)
+		}
+	}
+	for _, body := range []string{`[1]`, `"rate"`, `null`, `{"rate":{}} x`, ``} {
+		if _, err := ParsePatch([]byte(body), fields); !errors.Is(err, ErrBody) {
+			t.Errorf("%s: %v, want ErrBody", body, err)
 		}
 	}
 	for _, body := range []string{`{}`, `{"rate":null}`, `{"rate":{"limit":10,"per":"1s","burst":20,"key":"user_id"},"concurrency":{"max":1,"key":"order_id"}}`} {

@@ -89,7 +89,7 @@ func TestTaskMetricsOutcomes(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
 	m := observe.NewTaskMetrics(reg)
-	for _, outcome := range []string{"succeeded", "succeeded", "retried", "archived"} {
+	for _, outcome := range []string{"succeeded", "succeeded", "retried", "archived", "throttled"} {
 		m.TaskStarted("system:ping", "default")
 		m.TaskFinished("system:ping", "default", outcome, time.Millisecond)
 	}
@@ -97,17 +97,18 @@ func TestTaskMetricsOutcomes(t *testing.T) {
 # HELP conveyor_tasks_failed_total Task attempts that failed (retried or archived): the sum of those two outcomes of conveyor_tasks_finished_total.
 # TYPE conveyor_tasks_failed_total counter
 conveyor_tasks_failed_total{queue="default",type="system:ping"} 2
-# HELP conveyor_tasks_finished_total Task attempts finished, by outcome: succeeded, retried (failed, will retry) or archived (failed for good).
+# HELP conveyor_tasks_finished_total Task attempts finished, by outcome: succeeded, retried (failed, will retry), archived (failed for good) or throttled (over a limit, not started).
 # TYPE conveyor_tasks_finished_total counter
 conveyor_tasks_finished_total{outcome="archived",queue="default",type="system:ping"} 1
 conveyor_tasks_finished_total{outcome="retried",queue="default",type="system:ping"} 1
 conveyor_tasks_finished_total{outcome="succeeded",queue="default",type="system:ping"} 2
+conveyor_tasks_finished_total{outcome="throttled",queue="default",type="system:ping"} 1
 # HELP conveyor_tasks_in_flight Tasks being handled right now.
 # TYPE conveyor_tasks_in_flight gauge
 conveyor_tasks_in_flight{type="system:ping"} 0
 # HELP conveyor_tasks_started_total Task attempts started.
 # TYPE conveyor_tasks_started_total counter
-conveyor_tasks_started_total{queue="default",type="system:ping"} 4
+conveyor_tasks_started_total{queue="default",type="system:ping"} 5
 `
 	err := testutil.GatherAndCompare(reg, strings.NewReader(want),
 		"conveyor_tasks_failed_total", "conveyor_tasks_finished_total", "conveyor_tasks_in_flight", "conveyor_tasks_started_total")
