@@ -98,3 +98,33 @@ func TestThrottleAwareRetryDelay(t *testing.T) {
 		t.Fatal("IsFailure")
 	}
 }
+
+// otpPayload is a type whose tasks expire by default.
+type otpPayload struct{}
+
+func (otpPayload) TypeName() string { return "test:otp" }
+func (otpPayload) Opts() tasks.Opts { return tasks.Opts{ExpiresIn: 20 * time.Minute} }
+func (otpPayload) Validate() error  { return nil }
+
+func TestTypeDefaultExpiry(t *testing.T) {
+	t.Parallel()
+	task, err := tasks.New(otpPayload{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at, ok := tasks.ExpiresAt(task)
+	if !ok || time.Until(at) > 20*time.Minute || time.Until(at) < 19*time.Minute {
+		t.Fatalf("default expiry: %v %v", at, ok)
+	}
+	// A producer's own deadline wins.
+	mine := time.Now().Add(time.Hour).Truncate(time.Second)
+	task, _ = tasks.NewWithHeaders(otpPayload{}, tasks.WithExpiry(nil, mine))
+	if at, _ := tasks.ExpiresAt(task); !at.Equal(mine) {
+		t.Fatalf("producer's expiry %v, want %v", at, mine)
+	}
+	// Types without a default get none.
+	task, _ = tasks.New(tasks.SystemPingPayload{})
+	if _, ok := tasks.ExpiresAt(task); ok {
+		t.Fatal("system:ping got a deadline")
+	}
+}
