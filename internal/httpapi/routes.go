@@ -5,7 +5,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/conveyor-run/conveyor/internal/limits"
 	"github.com/conveyor-run/conveyor/internal/observe"
 )
 
@@ -59,7 +58,7 @@ func addRoutes(e *echo.Echo, opts Options, d Deps) {
 	route(http.MethodPatch, "/schedules/:name", handleSchedulePatch(d.Schedules), requireAdmin)
 	route(http.MethodDelete, "/schedules/:name", handleScheduleDelete(d.Schedules), requireAdmin)
 	route(http.MethodPost, "/schedules/:name/fire", handleScheduleFire(d.Schedules), requireAdmin)
-	reg, lims := d.Queue.Registry(), limits.NewStore(d.Queue.Redis(), d.Queue.Registry().DefaultLimits())
+	reg, lims := taskTypeDeps(d.Queue)
 	route(http.MethodGet, "/task-types", handleTaskTypeList(reg, lims), requireAdmin)
 	route(http.MethodGet, "/task-types/:type/limits", handleTaskLimitsGet(reg, lims), requireAdmin)
 	route(http.MethodPut, "/task-types/:type/limits", handleTaskLimitsPut(reg, lims), requireAdmin)

@@ -9,8 +9,19 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/conveyor-run/conveyor/internal/limits"
+	"github.com/conveyor-run/conveyor/internal/queue"
 	"github.com/conveyor-run/conveyor/tasks"
 )
+
+// taskTypeDeps gives the task-type routes the registry and limits store of
+// q; without a queue (servers built for tests of other routes) there are no
+// types.
+func taskTypeDeps(q *queue.Client) (*tasks.Registry, *limits.Store) {
+	if q == nil {
+		return tasks.NewRegistry(), limits.NewStore(nil, nil)
+	}
+	return q.Registry(), limits.NewStore(q.Redis(), q.Registry().DefaultLimits())
+}
 
 // taskTypeView is one entry of the task-type catalog. Durations are in
 // seconds, like the task endpoints' timeout.
@@ -48,12 +59,16 @@ func newTaskTypeView(t tasks.Type, l limits.Limits) taskTypeView {
 // what can be enqueued, with its defaults and effective limits.
 func handleTaskTypeList(reg *tasks.Registry, ls *limits.Store) echo.HandlerFunc {
 	return func(c echo.Context) error {
+		out := []taskTypeView{}
+		types := reg.Types()
+		if len(types) == 0 {
+			return c.JSON(http.StatusOK, map[string]any{"data": out})
+		}
 		all, err := ls.All(c.Request().Context())
 		if err != nil {
 			return err
 		}
-		out := []taskTypeView{}
-		for _, t := range reg.Types() {
+		for _, t := range types {
 			out = append(out, newTaskTypeView(t, all[t.Name]))
 		}
 		return c.JSON(http.StatusOK, map[string]any{"data": out})
