@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"runtime"
 	"strings"
 	"time"
 )
@@ -37,7 +38,8 @@ func DefaultAbuse() Abuse {
 		LoginAddrMax: 60, LoginAddrWindow: time.Minute,
 		RegisterAddrMax: 10, RegisterAddrWindow: time.Hour,
 		MonitorMaxFailures: 5, MonitorAddrMax: 20, MonitorWindow: 15 * time.Minute,
-		HashConcurrency: 4, HashWait: 2 * time.Second,
+		// Half the CPUs: the other half stays free for every other request.
+		HashConcurrency: max(1, runtime.GOMAXPROCS(0)/2), HashWait: 2 * time.Second,
 	}
 }
 

@@ -95,6 +95,8 @@ func TestInputThatCannotHurt(t *testing.T) {
 		{"id beyond int4", "user", "GET", "/api/v1/orders/2147483648", "", 404, ""},
 		{"id beyond int64", "user", "GET", "/api/v1/orders/99999999999999999999", "", 404, ""},
 		{"quantity beyond int64", "user", "POST", "/api/v1/orders", `{"items":[{"sku":"a","quantity":99999999999999999999,"unit_price_cents":1}],"currency":"EUR"}`, 422, "items.quantity"},
+		{"wait seconds that wrap around to 0.29s", admin, "GET", "/api/v1/tasks/x?wait=18446744074", "", 422, "wait"},
+		{"wait seconds that overflow a duration", admin, "GET", "/api/v1/tasks/x?wait=9223372037", "", 422, "wait"},
 		{"countdown overflowing a duration", admin, "POST", "/api/v1/tasks", `{"type":"system:ping","countdown":9223372036854775807}`, 422, "countdown"},
 		{"timeout overflowing a duration", admin, "POST", "/api/v1/tasks", `{"type":"system:ping","timeout":9223372036}`, 422, "timeout"},
 		{"schedule timeout beyond int4", admin, "POST", "/api/v1/schedules", `{"name":"big","spec":"@daily","task_type":"system:ping","timeout":9223372036}`, 422, "timeout"},

@@ -108,6 +108,9 @@ func parseWait(v string) (time.Duration, error) {
 		if nerr != nil {
 			return 0, fmt.Errorf("must be a duration such as 30s, at most %s", maxTaskWait)
 		}
+		if n < 0 || n > int64(maxTaskWait/time.Second) { // before the multiplication can overflow
+			return 0, fmt.Errorf("must be between 0s and %s", maxTaskWait)
+		}
 		d = time.Duration(n) * time.Second
 	}
 	if d < 0 || d > maxTaskWait {
