@@ -72,6 +72,7 @@ export JWT_SECRET=${JWT_SECRET:-$(rand_hex 32)}
 export DEV_MODE=${DEV_MODE:-true}
 export LOG_FORMAT=${LOG_FORMAT:-text}
 export HTTP_ADDR=127.0.0.1:$API_PORT
+export PUBLIC_URL=${PUBLIC_URL:-http://$HTTP_ADDR} # the welcome email's verification link
 export SCHEDULES_FILE=${SCHEDULES_FILE:-deploy/schedules.yaml}
 # The dashboard is off without MONITOR_USERS: make a local login unless one is given.
 if [[ -z ${MONITOR_USERS:-} ]]; then
