@@ -34,7 +34,7 @@ func main() {
 	}
 }
 
-const usage = `usage: api [serve|migrate|createuser|createkey|hashpassword]
+const usage = `usage: api [serve|migrate|createuser|createkey|hashpassword|outbox]
 
   serve       run the HTTP API and the outbox relay (default)
   migrate     apply database migrations and exit
@@ -42,7 +42,9 @@ const usage = `usage: api [serve|migrate|createuser|createkey|hashpassword]
               (the password is read from stdin unless --password-env names a variable)
   createkey   --name NAME: create an API key (printed once; acts as admin)
   hashpassword [--password-env VAR]: print the bcrypt hash of a password read
-              from stdin, for MONITOR_USERS (name:hash[:ro])`
+              from stdin, for MONITOR_USERS (name:hash[:ro])
+  outbox dead [--limit N]: list outbox rows that could never become a task, with why
+  outbox requeue (--id ID | --all): make dead outbox rows due again (after the fix)`
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cmd := "serve"
@@ -51,6 +53,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if cmd == "createuser" || cmd == "createkey" {
 		return runAdmin(ctx, cmd, args[2:], getenv, os.Stdin, stdout)
+	}
+	if cmd == "outbox" {
+		return runOutbox(ctx, args[2:], getenv, stdout)
 	}
 	if cmd == "hashpassword" {
 		return runHashPassword(args[2:], getenv, os.Stdin, stdout)
@@ -98,6 +103,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer q.Close()
+	if err := queue.RequireNoEviction(ctx, q.Redis(), log); err != nil {
+		return err
+	}
 	q.SetMinRetention(cfg.TaskRetention)
 
 	// Queue statistics are exported by the api only: one kind of process,
@@ -106,7 +114,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	outbox := store.NewOutbox(database)
 	reg.MustRegister(observe.NewQueueCollector(q.QueueSnapshots, func(ctx context.Context) (observe.OutboxSnapshot, error) {
 		s, err := outbox.Stats(ctx)
-		return observe.OutboxSnapshot{Pending: s.Pending, Oldest: time.Duration(s.OldestSeconds * float64(time.Second))}, err
+		return observe.OutboxSnapshot{Pending: s.Pending, Oldest: time.Duration(s.OldestSeconds * float64(time.Second)), Dead: s.Dead}, err
 	}, log))
 
 	var monitor *httpapi.Monitor

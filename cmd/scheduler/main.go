@@ -73,6 +73,9 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr 
 		return err
 	}
 	defer q.Close()
+	if err := queue.RequireNoEviction(ctx, q.Redis(), log); err != nil {
+		return err
+	}
 	q.SetMinRetention(cfg.TaskRetention)
 
 	lease := schedule.NewLease(q.Redis(), id, cfg.LeaseTTL, log)

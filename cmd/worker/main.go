@@ -117,6 +117,22 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr 
 		HealthCheckFunc:          func(err error) { redisHealth.Store(&err) },
 	})
 
+	// Crash recovery in seconds: heartbeats, and a reaper that puts a dead
+	// worker's tasks back (queue.Liveness).
+	rdb, err := queue.RedisClient(redisOpt)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	if err := queue.RequireNoEviction(ctx, rdb, log); err != nil {
+		return err
+	}
+	liveness := queue.NewLiveness(rdb, log, reg, queue.LivenessOptions{DeadAfter: cfg.DeadAfter})
+	if err := liveness.Start(ctx); err != nil {
+		return err
+	}
+	defer liveness.Stop(context.Background()) // after srv.Shutdown: running tasks keep their claims
+
 	side, err := observe.ListenSide(cfg.MetricsAddr, reg, func(ctx context.Context) error {
 		if p := redisHealth.Load(); p != nil && *p != nil {
 			return fmt.Errorf("redis: %w", *p)
@@ -135,7 +151,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr 
 		}
 	}()
 
-	if err := srv.Start(mux); err != nil {
+	if err := srv.Start(liveness.Middleware(mux)); err != nil {
 		side.Shutdown(context.Background())
 		return fmt.Errorf("start worker: %w", err)
 	}

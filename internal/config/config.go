@@ -90,6 +90,9 @@ type Config struct {
 	WorkflowReconcileInterval time.Duration
 	WorkflowReconcileAge      time.Duration
 	WorkflowStuckAfter        time.Duration
+	// DeadAfter (WORKER_DEAD_AFTER): a worker silent this long is dead and
+	// its tasks run again elsewhere (queue.Liveness).
+	DeadAfter time.Duration
 
 	// Scheduler.
 	SchedulesFile string
@@ -194,6 +197,7 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 	c.WorkflowReconcileInterval = p.duration("WORKFLOW_RECONCILE_INTERVAL", 30*time.Second, 100*time.Millisecond)
 	c.WorkflowReconcileAge = p.duration("WORKFLOW_RECONCILE_AGE", time.Minute, time.Second)
 	c.WorkflowStuckAfter = p.duration("WORKFLOW_STUCK_AFTER", 10*time.Minute, time.Second)
+	c.DeadAfter = p.duration("WORKER_DEAD_AFTER", 10*time.Second, 3*time.Second)
 
 	c.SchedulesFile = p.str("SCHEDULES_FILE", "")
 	c.SchedulerID = p.str("SCHEDULER_ID", "")
@@ -202,6 +206,9 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 	c.CatchupWindow = p.duration("SCHEDULER_CATCHUP_WINDOW", 5*time.Minute, 0)
 	if c.CatchupWindow > 7*24*time.Hour {
 		p.fail("SCHEDULER_CATCHUP_WINDOW", fmt.Errorf("%s must be at most 168h (7 days)", c.CatchupWindow))
+	}
+	if c.DeadAfter > 10*time.Minute {
+		p.fail("WORKER_DEAD_AFTER", fmt.Errorf("%s must be at most 10m", c.DeadAfter))
 	}
 	if c.LeaseTTL > 10*time.Minute {
 		p.fail("SCHEDULER_LEASE_TTL", fmt.Errorf("%s must be at most 10m", c.LeaseTTL))

@@ -13,6 +13,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/conveyor-run/conveyor/internal/db"
 	"github.com/conveyor-run/conveyor/internal/queue"
 	"github.com/conveyor-run/conveyor/internal/store"
 	"github.com/conveyor-run/conveyor/tasks"
@@ -78,6 +79,9 @@ func toAPIError(err error) *APIError {
 		return errConflict("a task with this ID already exists")
 	case errors.Is(err, queue.ErrNotRunnable):
 		return errConflict(err.Error())
+	case errors.Is(err, queue.ErrUnavailable):
+		return &APIError{Status: http.StatusServiceUnavailable, Code: "redis_unavailable",
+			Message: "the task could not be queued now (Redis is down or full); retry later", cause: err}
 	case errors.Is(err, store.ErrNotFound):
 		return errNotFound("resource")
 	case errors.Is(err, store.ErrConflict):
@@ -93,6 +97,9 @@ func toAPIError(err error) *APIError {
 			code = strings.ToLower(strings.ReplaceAll(http.StatusText(he.Code), " ", "_"))
 		}
 		return &APIError{Status: he.Code, Code: code, Message: fmt.Sprint(he.Message), cause: he.Internal}
+	case db.IsUnavailable(err):
+		return &APIError{Status: http.StatusServiceUnavailable, Code: "database_unavailable",
+			Message: "the database is unavailable; retry later (with the same Idempotency-Key, if any)", cause: err}
 	default:
 		return &APIError{Status: http.StatusInternalServerError, Code: "internal",
 			Message: "internal server error", cause: err}

@@ -157,7 +157,7 @@ func handleQueueList(q *queue.Client, d *sqlx.DB) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		resp := map[string]any{"outbox_pending": ob.Pending, "outbox_retrying": ob.Retrying,
+		resp := map[string]any{"outbox_pending": ob.Pending, "outbox_retrying": ob.Retrying, "outbox_dead": ob.Dead,
 			"outbox_oldest_seconds": ob.OldestSeconds}
 		stats, err := q.Queues(c.Request().Context())
 		if err != nil {

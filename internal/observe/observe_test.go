@@ -25,7 +25,7 @@ func TestQueueCollectorExportsAsynqNames(t *testing.T) {
 		}}, nil
 	}
 	outbox := func(context.Context) (observe.OutboxSnapshot, error) {
-		return observe.OutboxSnapshot{Pending: 7, Oldest: 90 * time.Second}, nil
+		return observe.OutboxSnapshot{Pending: 7, Oldest: 90 * time.Second, Dead: 2}, nil
 	}
 	c := observe.NewQueueCollector(snap, outbox, testenv.Logger(t))
 
@@ -52,6 +52,9 @@ asynq_tasks_failed_total{queue="default"} 2
 # HELP asynq_tasks_processed_total Tasks processed, succeeded or failed, since the queue was created.
 # TYPE asynq_tasks_processed_total counter
 asynq_tasks_processed_total{queue="default"} 10
+# HELP conveyor_outbox_dead Outbox rows given up because they can never become a task (unknown type, invalid payload); list and requeue them with the api outbox command.
+# TYPE conveyor_outbox_dead gauge
+conveyor_outbox_dead 2
 # HELP conveyor_outbox_oldest_seconds Age of the oldest outbox row not yet enqueued (0 if none).
 # TYPE conveyor_outbox_oldest_seconds gauge
 conveyor_outbox_oldest_seconds 90

@@ -28,6 +28,7 @@ type QueueSnapshotFunc func(ctx context.Context) ([]QueueSnapshot, error)
 type OutboxSnapshot struct {
 	Pending int64         // rows not yet enqueued
 	Oldest  time.Duration // age of the oldest of them (0 if none)
+	Dead    int64         // rows given up: they can never become a task
 }
 
 // OutboxFunc reads the outbox backlog (store.Outbox does).
@@ -45,7 +46,7 @@ type QueueCollector struct {
 	timeout  time.Duration
 
 	up, enqueued, size, latency, memory, processed, failed, paused *prometheus.Desc
-	outboxPending, outboxOldest                                    *prometheus.Desc
+	outboxPending, outboxOldest, outboxDead                        *prometheus.Desc
 }
 
 // NewQueueCollector returns a collector over snapshot. outbox may be nil
@@ -72,6 +73,8 @@ func NewQueueCollector(snapshot QueueSnapshotFunc, outbox OutboxFunc, log *slog.
 			"1 if the queue is paused.", q, nil),
 		outboxPending: prometheus.NewDesc("conveyor_outbox_pending",
 			"Outbox rows written by business transactions and not yet enqueued.", nil, nil),
+		outboxDead: prometheus.NewDesc("conveyor_outbox_dead",
+			"Outbox rows given up because they can never become a task (unknown type, invalid payload); list and requeue them with the api outbox command.", nil, nil),
 		outboxOldest: prometheus.NewDesc("conveyor_outbox_oldest_seconds",
 			"Age of the oldest outbox row not yet enqueued (0 if none).", nil, nil),
 	}
@@ -85,6 +88,7 @@ func (c *QueueCollector) Describe(ch chan<- *prometheus.Desc) {
 	if c.outbox != nil {
 		ch <- c.outboxPending
 		ch <- c.outboxOldest
+		ch <- c.outboxDead
 	}
 }
 
@@ -99,6 +103,7 @@ func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
 		} else {
 			ch <- prometheus.MustNewConstMetric(c.outboxPending, prometheus.GaugeValue, float64(o.Pending))
 			ch <- prometheus.MustNewConstMetric(c.outboxOldest, prometheus.GaugeValue, o.Oldest.Seconds())
+			ch <- prometheus.MustNewConstMetric(c.outboxDead, prometheus.GaugeValue, float64(o.Dead))
 		}
 	}
 	queues, err := c.snapshot(ctx)

@@ -26,6 +26,9 @@ var (
 	ErrConflict = errors.New("a task with this ID already exists")
 	// ErrNotRunnable: the task is pending or active, so "run now" has no meaning.
 	ErrNotRunnable = errors.New("task is not scheduled, retrying or archived")
+	// ErrUnavailable: Redis did not take the task (down, or full under
+	// maxmemory with noeviction); nothing was enqueued, the caller may retry.
+	ErrUnavailable = errors.New("redis did not accept the task")
 )
 
 // ParseRedisURL parses REDIS_URL in any form asynq accepts.
@@ -210,18 +213,30 @@ func (c *Client) EnqueueTask(ctx context.Context, t *asynq.Task, opts ...asynq.O
 	return c.enqueue(ctx, t, opts...)
 }
 
+// Retention is the one rule for how long a task of taskType stays in Redis
+// once completed: its type's own Retention, at least TASK_RETENTION
+// (SetMinRetention), and at least floor — a caller that enqueues under a
+// chosen ID (the outbox relay) passes the window in which the same ID could
+// come again, since the ID deduplicates only while the task is kept.
+func (c *Client) Retention(taskType string, floor time.Duration) time.Duration {
+	r := max(c.minRetention, floor)
+	if typ, ok := c.reg.Lookup(taskType); ok {
+		r = max(r, typ.Opts.Retention)
+	}
+	return r
+}
+
 func (c *Client) enqueue(ctx context.Context, t *asynq.Task, opts ...asynq.Option) (TaskInfo, error) {
 	if c.minRetention > 0 {
-		if typ, ok := c.reg.Lookup(t.Type()); !ok || typ.Opts.Retention < c.minRetention {
-			opts = append([]asynq.Option{asynq.Retention(c.minRetention)}, opts...)
-		}
+		// First, so that a caller's own Retention option still wins.
+		opts = append([]asynq.Option{asynq.Retention(c.Retention(t.Type(), 0))}, opts...)
 	}
 	info, err := c.client.EnqueueContext(ctx, t, opts...)
 	if errors.Is(err, asynq.ErrTaskIDConflict) || errors.Is(err, asynq.ErrDuplicateTask) {
 		return TaskInfo{}, fmt.Errorf("enqueue %s: %w", t.Type(), ErrConflict)
 	}
 	if err != nil {
-		return TaskInfo{}, fmt.Errorf("enqueue %s: %w", t.Type(), err)
+		return TaskInfo{}, fmt.Errorf("enqueue %s: %w: %w", t.Type(), ErrUnavailable, err)
 	}
 	return fromInfo(info), nil
 }

@@ -9,7 +9,6 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
 
 	"github.com/conveyor-run/conveyor/internal/db"
 	"github.com/conveyor-run/conveyor/internal/store"
@@ -24,8 +23,14 @@ type RelayOptions struct {
 	RetryCap  time.Duration // longest backoff; default 1 min
 	// MinRetention is the shortest time an enqueued task stays in Redis, so
 	// that re-enqueueing a row after a crash is recognised by its task ID.
-	// Default 24 h; a type's own longer Retention wins.
+	// Default 24 h; see Client.Retention.
 	MinRetention time.Duration
+	// DeadAttempts is how many times a row that cannot become a task
+	// (unknown type, invalid payload) is tried before it is marked dead;
+	// default 8 (about 3 minutes with the default backoff), so a relay of
+	// an older version during a rolling deploy leaves a newer type to a
+	// newer relay rather than killing it.
+	DeadAttempts int
 }
 
 func (o RelayOptions) withDefaults() RelayOptions {
@@ -44,6 +49,9 @@ func (o RelayOptions) withDefaults() RelayOptions {
 	if o.MinRetention <= 0 {
 		o.MinRetention = 24 * time.Hour
 	}
+	if o.DeadAttempts <= 0 {
+		o.DeadAttempts = 8
+	}
 	return o
 }
 
@@ -56,7 +64,11 @@ func (o RelayOptions) withDefaults() RelayOptions {
 //   - a crash after enqueueing but before the commit re-enqueues the row,
 //     which asynq refuses as a duplicate task ID: treated as sent;
 //   - a failing row (Redis down) is retried with exponential backoff and
-//     counted in outbox_pending until it goes out.
+//     counted in outbox_pending until it goes out;
+//   - a row that can never become a task (its type unknown to this
+//     version, its payload no longer valid) is marked dead with its reason
+//     after DeadAttempts tries, leaving outbox_pending for outbox_dead,
+//     until an operator requeues it (`api outbox requeue`).
 //
 // It wakes on LISTEN/NOTIFY (store.OutboxChannel) and polls as a fallback.
 type Relay struct {
@@ -75,21 +87,11 @@ func NewRelay(d *sqlx.DB, dbURL string, c *Client, log *slog.Logger, opts RelayO
 
 // Run relays until ctx ends. It returns nil on cancellation.
 func (r *Relay) Run(ctx context.Context) error {
-	listener := pq.NewListener(r.dbURL, 100*time.Millisecond, 10*time.Second,
-		func(ev pq.ListenerEventType, err error) {
-			if err != nil {
-				r.log.Warn("outbox listener", "event", int(ev), "err", err)
-			}
-		})
-	defer listener.Close()
-	// Listen blocks until the listener's connection is up (pq registers the
-	// channel first and re-issues LISTEN on every reconnection), so it runs
-	// aside: polling works meanwhile and ctx is honoured. Close ends it.
-	go func() {
-		if err := listener.Listen(store.OutboxChannel); err != nil && ctx.Err() == nil {
-			r.log.Warn("outbox listener: LISTEN failed, polling only", "err", err)
-		}
-	}()
+	// Polling works while the listener is down; neither blocks start-up or
+	// shutdown.
+	notify := db.Listen(ctx, r.dbURL, store.OutboxChannel, func(err error) {
+		r.log.Warn("outbox listener (polling meanwhile)", "err", err)
+	})
 	ticker := time.NewTicker(r.opts.Poll)
 	defer ticker.Stop()
 	for {
@@ -97,7 +99,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-listener.Notify:
+		case <-notify:
 		case <-ticker.C:
 		}
 	}
@@ -139,6 +141,24 @@ func (r *Relay) RelayOnce(ctx context.Context) (handled, failed int, err error) 
 				continue
 			}
 			failed++
+			if errors.Is(sendErr, errUnsendable) {
+				if row.Attempts+1 >= r.opts.DeadAttempts {
+					r.log.Error("outbox row can never become a task: marked dead", "outbox_id", row.ID, "task_type", row.TaskType,
+						"attempts", row.Attempts+1, "err", sendErr)
+					if err := ob.MarkDead(ctx, row.ID, sendErr.Error()); err != nil {
+						return err
+					}
+					continue
+				}
+				// Not Redis's fault: the rest of the batch may go out.
+				backoff := tasks.BackoffCeiling(row.Attempts, r.opts.RetryBase, r.opts.RetryCap)
+				r.log.Warn("outbox row cannot become a task; will retry before giving up", "outbox_id", row.ID, "task_type", row.TaskType,
+					"attempts", row.Attempts+1, "dead_after_attempts", r.opts.DeadAttempts, "retry_in", backoff, "err", sendErr)
+				if err := ob.MarkFailed(ctx, row.ID, sendErr.Error(), backoff); err != nil {
+					return err
+				}
+				continue
+			}
 			backoff := tasks.BackoffCeiling(row.Attempts, r.opts.RetryBase, r.opts.RetryCap)
 			r.log.Warn("outbox row not enqueued; will retry", "outbox_id", row.ID, "task_type", row.TaskType,
 				"attempts", row.Attempts+1, "retry_in", backoff, "err", sendErr)
@@ -155,21 +175,26 @@ func (r *Relay) RelayOnce(ctx context.Context) (handled, failed int, err error) 
 	return handled, failed, err
 }
 
-// send enqueues row as a task whose ID is the row's. A task already holding
-// that ID means an earlier attempt got it out: that is success.
+// errUnsendable marks a row that no relay of this version can turn into a
+// task, as opposed to a failure to reach Redis.
+var errUnsendable = errors.New("cannot become a task")
+
+// send enqueues row as a task whose ID is the row's, forwarding the stored
+// payload bytes. A task already holding that ID means an earlier attempt
+// got it out: that is success.
 func (r *Relay) send(ctx context.Context, row store.OutboxEntry) error {
 	typ, ok := r.client.reg.Lookup(row.TaskType)
 	if !ok {
-		return fmt.Errorf("%w %q", tasks.ErrUnknownType, row.TaskType)
+		return fmt.Errorf("%w: %w %q", errUnsendable, tasks.ErrUnknownType, row.TaskType)
 	}
-	// Leniently, as the worker will: the row may predate a field's removal.
-	p, err := r.client.reg.DecodeStored(row.TaskType, row.Payload)
-	if err != nil {
-		return err
+	// Checked leniently, as the worker will (the row may predate a field's
+	// removal), but not re-encoded: the stored bytes go out as they are.
+	if _, err := r.client.reg.DecodeStored(row.TaskType, row.Payload); err != nil {
+		return fmt.Errorf("%w: payload: %w", errUnsendable, err)
 	}
 	opts, headers, err := rowOptions(row.Options) // outbox_options.go
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errUnsendable, err)
 	}
 	if row.RequestID != "" {
 		if headers == nil {
@@ -177,11 +202,8 @@ func (r *Relay) send(ctx context.Context, row store.OutboxEntry) error {
 		}
 		headers[tasks.HeaderRequestID] = row.RequestID
 	}
-	t, err := tasks.NewWithHeaders(p, headers, append([]asynq.Option{asynq.TaskID(row.ID),
-		asynq.Retention(max(typ.Opts.Retention, r.opts.MinRetention))}, opts...)...)
-	if err != nil {
-		return err
-	}
+	t := typ.TaskFromStored(row.Payload, headers, append([]asynq.Option{asynq.TaskID(row.ID),
+		asynq.Retention(r.client.Retention(row.TaskType, r.opts.MinRetention))}, opts...)...)
 	ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	info, err := r.client.EnqueueTask(ectx, t)

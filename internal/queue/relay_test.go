@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -62,7 +63,8 @@ func TestRelayEnqueuesWithOutboxIDAndMarksSent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("task %s not in Redis: %v", id, err)
 	}
-	if info.Type != tasks.TypeEmailWelcome || info.Queue != "critical" || string(info.Payload) != `{"user_id":7}` {
+	// The stored bytes as PostgreSQL returns them (jsonb text), not re-encoded.
+	if info.Type != tasks.TypeEmailWelcome || info.Queue != "critical" || string(info.Payload) != `{"user_id": 7}` {
 		t.Fatalf("task = %+v", info)
 	}
 	row, _ := store.NewOutbox(b.db).Get(ctx, id)
@@ -103,6 +105,95 @@ func TestRelayDecodesStoredPayloadsLikeTheWorker(t *testing.T) {
 	row, _ := ob.Get(ctx, bad)
 	if row.SentAt != nil || !strings.Contains(row.LastError, "user_id") {
 		t.Fatalf("invalid row = %+v, want pending with the reason", row)
+	}
+}
+
+// A row that can never become a task — its type unknown to this version,
+// its payload no longer valid — is tried DeadAttempts times, then marked
+// dead with its reason: out of outbox_pending, into outbox_dead, never
+// blocking the rows behind it. Requeueing brings it back.
+func TestRelayMarksUnsendableRowsDead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	redisURL, _ := testenv.Redis(t)
+	b := setupRelay(t, redisURL, queue.RelayOptions{DeadAttempts: 2, RetryBase: time.Millisecond, RetryCap: time.Millisecond})
+	ob := store.NewOutbox(b.db)
+	unknown, err := ob.Add(ctx, "email:retired", json.RawMessage(`{"user_id":1}`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	invalid, err := ob.Add(ctx, tasks.TypeEmailWelcome, json.RawMessage(`{"user_id":0}`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := addWelcome(t, b.db, 12)
+
+	if n, failed, err := b.relay.RelayOnce(ctx); err != nil || n != 3 || failed != 2 {
+		t.Fatalf("first RelayOnce = %d, %d, %v; want 3 handled, 2 failed", n, failed, err)
+	}
+	if _, err := b.client.GetTask(ctx, good, ""); err != nil {
+		t.Fatalf("a good row behind unsendable ones was not relayed: %v", err)
+	}
+	if st, _ := ob.Stats(ctx); st.Pending != 2 || st.Dead != 0 {
+		t.Fatalf("stats after one attempt = %+v, want 2 pending", st)
+	}
+	time.Sleep(10 * time.Millisecond) // the backoff
+	if n, failed, err := b.relay.RelayOnce(ctx); err != nil || n != 2 || failed != 2 {
+		t.Fatalf("second RelayOnce = %d, %d, %v", n, failed, err)
+	}
+	if st, _ := ob.Stats(ctx); st.Pending != 0 || st.Dead != 2 {
+		t.Fatalf("stats after DeadAttempts = %+v, want 0 pending and 2 dead", st)
+	}
+	dead, err := ob.Dead(ctx, 10)
+	if err != nil || len(dead) != 2 {
+		t.Fatalf("Dead = %v, %v", dead, err)
+	}
+	reasons := map[string]string{}
+	for _, d := range dead {
+		reasons[d.ID] = d.LastError
+		if d.DeadAt == nil || d.Attempts != 2 {
+			t.Errorf("dead row %+v", d)
+		}
+	}
+	if !strings.Contains(reasons[unknown], "unknown task type") || !strings.Contains(reasons[invalid], "user_id") {
+		t.Errorf("reasons = %v", reasons)
+	}
+	if n, _, _ := b.relay.RelayOnce(ctx); n != 0 {
+		t.Fatalf("dead rows were tried again (%d)", n)
+	}
+
+	n, err := ob.RequeueDead(ctx, invalid)
+	if err != nil || n != 1 {
+		t.Fatalf("RequeueDead(one) = %d, %v", n, err)
+	}
+	if st, _ := ob.Stats(ctx); st.Pending != 1 || st.Dead != 1 {
+		t.Fatalf("stats after requeueing one = %+v", st)
+	}
+	if n, _ := ob.RequeueDead(ctx, ""); n != 1 {
+		t.Fatalf("RequeueDead(all) = %d, want the other one", n)
+	}
+}
+
+// The relay forwards the stored payload bytes: a field this version does
+// not know reaches the worker untouched (it may know it).
+func TestRelayForwardsStoredPayloadBytes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	redisURL, _ := testenv.Redis(t)
+	b := setupRelay(t, redisURL, queue.RelayOptions{})
+	id, err := store.NewOutbox(b.db).Add(ctx, tasks.TypeEmailWelcome, json.RawMessage(`{"user_id":8,"locale":"fr"}`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.relay.RelayOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	info, err := b.client.GetTask(ctx, id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(info.Payload); got != `{"locale": "fr", "user_id": 8}` {
+		t.Fatalf("payload = %s, want the stored JSONB text", got)
 	}
 }
 
@@ -238,5 +329,55 @@ func TestRelayRunPollsAndStopsWhileListenerCannotConnect(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("Run did not return after its context ended")
+	}
+}
+
+// A database that accepts the listener's connection and then never answers
+// (a hung server, a half-open connection) must not hold up shutdown: Run
+// returns as soon as its context ends.
+func TestRelayRunStopsWhileListenerHangs(t *testing.T) {
+	t.Parallel()
+	redisURL, _ := testenv.Redis(t)
+	b := setupRelay(t, redisURL, queue.RelayOptions{Poll: 50 * time.Millisecond})
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c // held open, never answered
+		}
+	}()
+	hung := "postgres://conveyor@" + silent.Addr().String() + "/conveyor?sslmode=disable"
+	relay := queue.NewRelay(b.db, hung, b.client, testenv.Logger(t), queue.RelayOptions{Poll: 50 * time.Millisecond})
+	id := addWelcome(t, b.db, 13)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(ctx) }()
+	select {
+	case c := <-accepted:
+		defer c.Close()
+	case <-time.After(20 * time.Second):
+		t.Fatal("the listener never connected to the silent server")
+	}
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		_, err := b.client.GetTask(context.Background(), id, "")
+		return err == nil
+	}, "outbox row %s was not relayed by polling while LISTEN hung", id)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("Run did not return while the listener's connection hung")
 	}
 }

@@ -27,6 +27,9 @@ type OutboxEntry struct {
 	NextAttemptAt time.Time       `db:"next_attempt_at" json:"next_attempt_at"`
 	CreatedAt     time.Time       `db:"created_at" json:"created_at"`
 	SentAt        *time.Time      `db:"sent_at" json:"sent_at"`
+	// DeadAt is set when the row was given up: it can never become a task
+	// (LastError says why) until an operator requeues it.
+	DeadAt *time.Time `db:"dead_at" json:"dead_at"`
 }
 
 // Outbox is the outbox repository. Add belongs in the business write's
@@ -67,7 +70,7 @@ type TaskOptions struct {
 func (r *Outbox) Due(ctx context.Context, limit int) ([]OutboxEntry, error) {
 	out := []OutboxEntry{}
 	err := r.q.SelectContext(ctx, &out,
-		`SELECT * FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= now()
+		`SELECT * FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL AND next_attempt_at <= now()
 		  ORDER BY next_attempt_at, created_at LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
 	return out, mapErr(err, "select due outbox rows")
 }
@@ -88,6 +91,39 @@ func (r *Outbox) MarkFailed(ctx context.Context, id, reason string, backoff time
 	return mapErr(err, "mark outbox failed "+id)
 }
 
+// MarkDead gives up row id: it can never become a task, for reason. It is
+// no longer due and no longer pending; RequeueDead brings it back.
+func (r *Outbox) MarkDead(ctx context.Context, id, reason string) error {
+	_, err := r.q.ExecContext(ctx,
+		`UPDATE outbox SET attempts = attempts + 1, last_error = $2, dead_at = now() WHERE id = $1`, id, reason)
+	return mapErr(err, "mark outbox dead "+id)
+}
+
+// Dead lists up to limit dead rows, oldest first.
+func (r *Outbox) Dead(ctx context.Context, limit int) ([]OutboxEntry, error) {
+	out := []OutboxEntry{}
+	err := r.q.SelectContext(ctx, &out,
+		`SELECT * FROM outbox WHERE dead_at IS NOT NULL ORDER BY dead_at, created_at LIMIT $1`, limit)
+	return out, mapErr(err, "select dead outbox rows")
+}
+
+// RequeueDead makes dead rows due again with a fresh attempt count (after
+// the fix is deployed): the row with id, or every dead row if id is empty.
+// It returns how many rows it requeued.
+func (r *Outbox) RequeueDead(ctx context.Context, id string) (int64, error) {
+	q := `UPDATE outbox SET dead_at = NULL, attempts = 0, next_attempt_at = now() WHERE dead_at IS NOT NULL`
+	args := []any{}
+	if id != "" {
+		q += ` AND id = $1`
+		args = append(args, id)
+	}
+	res, err := r.q.ExecContext(ctx, q, args...)
+	if err != nil {
+		return 0, mapErr(err, "requeue dead outbox rows")
+	}
+	return res.RowsAffected()
+}
+
 // Get returns row id.
 func (r *Outbox) Get(ctx context.Context, id string) (OutboxEntry, error) {
 	var e OutboxEntry
@@ -97,8 +133,9 @@ func (r *Outbox) Get(ctx context.Context, id string) (OutboxEntry, error) {
 
 // OutboxStats summarises unsent rows for GET /api/v1/queues.
 type OutboxStats struct {
-	Pending  int64 `db:"pending" json:"outbox_pending"`   // not yet enqueued
+	Pending  int64 `db:"pending" json:"outbox_pending"`   // not yet enqueued (dead rows excluded)
 	Retrying int64 `db:"retrying" json:"outbox_retrying"` // of which have failed at least once
+	Dead     int64 `db:"dead" json:"outbox_dead"`         // given up: can never become a task
 	// OldestSeconds is the age of the oldest unsent row (0 if none).
 	OldestSeconds float64 `db:"oldest_seconds" json:"outbox_oldest_seconds"`
 }
@@ -107,8 +144,10 @@ type OutboxStats struct {
 func (r *Outbox) Stats(ctx context.Context) (OutboxStats, error) {
 	var s OutboxStats
 	err := r.q.GetContext(ctx, &s,
-		`SELECT count(*) AS pending, count(*) FILTER (WHERE attempts > 0) AS retrying,
-		        COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS oldest_seconds
+		`SELECT count(*) FILTER (WHERE dead_at IS NULL) AS pending,
+		        count(*) FILTER (WHERE dead_at IS NULL AND attempts > 0) AS retrying,
+		        count(*) FILTER (WHERE dead_at IS NOT NULL) AS dead,
+		        COALESCE(EXTRACT(EPOCH FROM now() - min(created_at) FILTER (WHERE dead_at IS NULL)), 0)::float8 AS oldest_seconds
 		   FROM outbox WHERE sent_at IS NULL`)
 	return s, mapErr(err, "outbox stats")
 }

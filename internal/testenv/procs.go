@@ -230,6 +230,10 @@ type PlatformOptions struct {
 	// RedisURL, if set, replaces the per-test DB of the shared Redis (for
 	// example a StartRedisServer the test stops and starts again).
 	RedisURL string
+	// DatabaseURL, if set, replaces the fresh database on the shared
+	// PostgreSQL (for example a StartPGServer the test stops and starts);
+	// the api migrates it at start.
+	DatabaseURL string
 	// RedisCluster, if set, is used instead of any Redis URL: every process gets
 	// REDIS_CLUSTER_ADDRS (and its password) instead of REDIS_URL, and
 	// Platform.RedisURL stays empty.
@@ -240,7 +244,10 @@ type PlatformOptions struct {
 // (and a scheduler if asked), waiting until each is healthy.
 func StartPlatform(t testing.TB, o PlatformOptions) *Platform {
 	t.Helper()
-	_, dbURL := DB(t)
+	dbURL := o.DatabaseURL
+	if dbURL == "" {
+		_, dbURL = DB(t)
+	}
 	redisURL := o.RedisURL
 	if redisURL == "" && o.RedisCluster == nil {
 		redisURL, _ = Redis(t)
