@@ -217,9 +217,10 @@ func TestWokenWorkerCancelsRecoveredTasks(t *testing.T) {
 	}))
 	results := map[string]chan error{}
 	for _, id := range []string{"taken", "kept"} {
-		results[id] = make(chan error, 1)
+		res := make(chan error, 1)
+		results[id] = res
 		tctx := asynqContext(t, id, b.queue)
-		go func() { results[id] <- h.ProcessTask(tctx, asynq.NewTask("test:work", nil)) }()
+		go func() { res <- h.ProcessTask(tctx, asynq.NewTask("test:work", nil)) }()
 	}
 	testenv.Eventually(t, 5*time.Second, func() bool { return b.rdb.HLen(ctx, heldKey(l.ID())).Val() == 2 },
 		"the middleware did not record both tasks in the heartbeat")
