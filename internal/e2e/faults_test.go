@@ -81,8 +81,10 @@ func TestRedisFullWithNoeviction(t *testing.T) {
 		}
 		// Full for a while, not a blip: several relay attempts, and the
 		// workers miss heartbeats (their reapers must not act on that).
-		return outbox.Unsent == 2*n && outbox.Attempts >= 5 && time.Since(full) >= 5*time.Second
-	}, "outbox while Redis is full: %+v, want %d unsent rows retried", &outbox, 2*n)
+		// (At least one row per order: the order's first task.)
+		return outbox.Unsent >= n && outbox.Attempts >= 5 && time.Since(full) >= 5*time.Second
+	}, "outbox while Redis is full: %+v, want at least %d unsent rows retried", &outbox, n)
+	held := outbox.Unsent
 	if !strings.Contains(outbox.LastErr, "OOM") {
 		t.Errorf("outbox rows fail with %q, want Redis's OOM error", outbox.LastErr)
 	}
@@ -105,7 +107,7 @@ func TestRedisFullWithNoeviction(t *testing.T) {
 		t.Errorf("%d outbox rows still unsent after memory was freed", outbox.Unsent)
 	}
 	t.Logf("redis full (noeviction) for %s: %d orders accepted (201), direct enqueue 503, %d outbox rows held (%d failed relay attempts); after freeing memory all %d completed within %s with %d confirmation emails: 0 lost, 0 duplicates",
-		freed.Sub(full).Round(100*time.Millisecond), n, 2*n, outbox.Attempts, n, time.Since(freed).Round(100*time.Millisecond), emails)
+		freed.Sub(full).Round(100*time.Millisecond), n, held, outbox.Attempts, n, time.Since(freed).Round(100*time.Millisecond), emails)
 }
 
 // TestEvictingRedisRefused: with an evicting maxmemory-policy Redis may
