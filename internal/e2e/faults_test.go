@@ -221,3 +221,61 @@ func TestPostgresCrashDuringOrderLoad(t *testing.T) {
 	t.Logf("postgres stopped -m immediate for %s under order load: %d orders accepted (201), %d failed cleanly (503 database_unavailable), %d other answers; first order accepted %s after the restart, no process restarted; all %d accepted orders completed with %d confirmation emails: 0 lost, 0 duplicates",
 		up.Sub(down).Round(100*time.Millisecond), len(accepted), failed, unclean, firstOK.Sub(up).Round(100*time.Millisecond), len(accepted), emails)
 }
+
+// TestWorkerSIGTERMDuringLongTasks: a worker gets SIGTERM while orders are
+// inside order:process. Within SHUTDOWN_TIMEOUT they finish there; past it
+// (a second worker whose tasks take longer than its timeout) they go back
+// to their queue and another worker completes them. Either way every order
+// completes with exactly one confirmation email.
+func TestWorkerSIGTERMDuringLongTasks(t *testing.T) {
+	t.Parallel()
+	e := startProduct(t, testenv.PlatformOptions{NoWorker: true})
+	const email = "barbara.liskov@example.com"
+	patient, _ := e.StartWorker("ORDER_PROCESS_DELAY=3s")
+	_, token := e.signUp(t, email, "Barbara")
+
+	inProcess := func(orders []orderView) func() bool {
+		return func() bool {
+			for _, o := range orders {
+				if e.order(t, token, o.ID).Status != "processing" || e.task(t, o.TaskIDs[0]).State != "active" {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	const n = 3
+	var finished, requeued []orderView
+	for range n {
+		finished = append(finished, e.createOrder(t, token))
+	}
+	testenv.Eventually(t, 60*time.Second, inProcess(finished), "orders never all inside order:process")
+	if err := patient.Stop(30 * time.Second); err != nil {
+		t.Fatalf("worker did not stop cleanly: %v", err)
+	}
+	for _, o := range finished {
+		if s := e.order(t, token, o.ID).Status; s != "completed" {
+			t.Errorf("order %d is %s after a graceful stop within SHUTDOWN_TIMEOUT, want completed", o.ID, s)
+		}
+	}
+
+	hasty, _ := e.StartWorker("ORDER_PROCESS_DELAY=10m", "SHUTDOWN_TIMEOUT=1s")
+	for range n {
+		requeued = append(requeued, e.createOrder(t, token))
+	}
+	testenv.Eventually(t, 60*time.Second, inProcess(requeued), "orders never all inside order:process")
+	if err := hasty.Stop(30 * time.Second); err != nil {
+		t.Fatalf("worker did not stop: %v", err)
+	}
+	for _, o := range requeued {
+		if v := e.task(t, o.TaskIDs[0]); v.State != "pending" {
+			t.Errorf("order:process of order %d is %s after the shutdown timeout, want pending (back in its queue)", o.ID, v.State)
+		}
+	}
+	e.StartWorker()
+	all := append(finished, requeued...)
+	e.waitCompleted(t, token, all, 120*time.Second)
+	emails := e.requireOneConfirmationEach(t, email, all)
+	t.Logf("worker SIGTERM: %d orders finished within SHUTDOWN_TIMEOUT, %d put back past it and completed by another worker; %d confirmation emails for %d orders: 0 lost, 0 duplicates",
+		len(finished), len(requeued), emails, len(all))
+}

@@ -373,12 +373,9 @@ func TestOrderIdempotencyKey(t *testing.T) {
 
 // TestOrderSurvivesWorkerSIGKILL: the worker is killed with SIGKILL while
 // inside order:process (ORDER_PROCESS_DELAY holds it there); after a restart
-// asynq recovers the task once its lease expires, every order completes and
-// each still has exactly one confirmation email.
-//
-// asynq v0.26 recovers a dead worker's task only after its 30 s lease has
-// been expired for another 30 s, on a recoverer tick that runs every minute:
-// expect this test to take a minute or two.
+// the new worker's reaper recovers the task about WORKER_DEAD_AFTER (10 s)
+// after the kill (queue.Liveness; asynq alone would take 70-170 s), every
+// order completes and each still has exactly one confirmation email.
 func TestOrderSurvivesWorkerSIGKILL(t *testing.T) {
 	t.Parallel()
 	e := startProduct(t, testenv.PlatformOptions{NoWorker: true})

@@ -217,6 +217,8 @@ func (l *Liveness) Stop(ctx context.Context) {
 	}
 	close(l.stop)
 	<-l.done
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	pipe := l.rdb.TxPipeline()
 	pipe.ZRem(ctx, beatsKey, l.id)
 	pipe.Del(ctx, heldKey(l.id))
