@@ -118,7 +118,8 @@ func chord(n int, member func(i int) map[string]any) map[string]any {
 
 func TestWorkflowChainChordFailureAndValidation(t *testing.T) {
 	t.Parallel()
-	p := testenv.StartPlatform(t, testenv.PlatformOptions{})
+	p := testenv.StartPlatform(t, testenv.PlatformOptions{NoWorker: true})
+	_, workerURL := p.StartWorker()
 
 	// Chain of 3: each adds 1 to its parent's value.
 	chain := startWorkflow(t, p, map[string]any{"name": "chain", "steps": []map[string]any{
@@ -194,6 +195,35 @@ func TestWorkflowChainChordFailureAndValidation(t *testing.T) {
 	if status, raw := p.Do(http.MethodGet, "/api/v1/workflows", nil, &list); status != http.StatusOK || list.Total != 3 {
 		t.Fatalf("workflows stored: %d %s, want the 3 valid ones", status, raw)
 	}
+
+	// Metrics: 3 started (api); 2 succeeded and 1 failed, and 4 advances
+	// that released children (a→b, b→c, the chord's last member →
+	// callback, bad → cleanup) on the worker.
+	if got, ok := metricValue(metricsOf(t, p.APIURL+"/metrics"), "conveyor_workflows_started_total", nil); !ok || got != 3 {
+		t.Errorf("api conveyor_workflows_started_total = %v (present %v), want 3", got, ok)
+	}
+	// (Counted just after each commit: wait for the last one.)
+	checks := []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"conveyor_workflows_finished_total", map[string]string{"state": "succeeded"}, 2},
+		{"conveyor_workflows_finished_total", map[string]string{"state": "failed"}, 1},
+		{"conveyor_workflow_step_advance_seconds", nil, 4},
+		{"conveyor_workflows_stuck", nil, 0},
+	}
+	var wrong string
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		w := metricsOf(t, workerURL+"/metrics")
+		wrong = ""
+		for _, c := range checks {
+			if got, ok := metricValue(w, c.name, c.labels); !ok || got != c.want {
+				wrong += fmt.Sprintf(" %s%v = %v (present %v), want %v;", c.name, c.labels, got, ok, c.want)
+			}
+		}
+		return wrong == ""
+	}, "worker metrics:%s", lastValue{&wrong})
 	t.Logf("chain of 3 → value %d; chord of 50 → callback got %d results once; failure → %v", 3, 50, want)
 }
 
@@ -351,3 +381,9 @@ func TestWorkflowsFromTwoAPIReplicas(t *testing.T) {
 	}
 	t.Logf("two api replicas: %d chords of %d started concurrently (each retried on the other replica: replayed), all succeeded, %d outbox rows each sent once", n, size, rows.Rows)
 }
+
+// lastValue prints what *s holds when the message is formatted (a failed
+// Eventually), not when the call was made.
+type lastValue struct{ s *string }
+
+func (l lastValue) String() string { return *l.s }

@@ -117,14 +117,15 @@ func TestCanvasBuildsTheSameDAG(t *testing.T) {
 // bundle is a fresh database with helpers to drive a workflow by hand, as
 // the worker would.
 type bundle struct {
-	t  *testing.T
-	db *sqlx.DB
+	t     *testing.T
+	db    *sqlx.DB
+	dbURL string
 }
 
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	d, _ := testenv.DB(t)
-	return &bundle{t: t, db: d}
+	d, url := testenv.DB(t)
+	return &bundle{t: t, db: d, dbURL: url}
 }
 
 func (b *bundle) start(spec workflow.Spec) workflow.View {
@@ -350,5 +351,27 @@ func TestChordOfManyRunsCallbackOnce(t *testing.T) {
 	adv := b.finish(v.ID, "callback", true, "")
 	if !adv.Ended || adv.Workflow.State != "succeeded" {
 		t.Fatalf("workflow = %+v", adv.Workflow)
+	}
+}
+
+// TestStartRolledBackLeavesNothing: a workflow started in a transaction
+// that rolls back leaves no workflow and no outbox row.
+func TestStartRolledBackLeavesNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	tx, err := b.db.Beginx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := workflow.Start(ctx, tx, tasks.All(), workflow.Spec{Steps: []workflow.Step{ping("a"), ping("b")}}, workflow.StartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := b.db.Get(&n, `SELECT (SELECT count(*) FROM workflows) + (SELECT count(*) FROM outbox)`); err != nil || n != 0 {
+		t.Fatalf("%d rows left after rollback (%v)", n, err)
 	}
 }
