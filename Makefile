@@ -6,7 +6,7 @@ export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 SERVICES := deploy/local/services.sh
 
-.PHONY: run test build services-start services-stop services-status fmt vet bench clean
+.PHONY: run test build services-start services-stop services-status fmt vet bench bench-load clean
 
 run: ## build and run api, worker and scheduler against local services
 	deploy/local/run.sh
@@ -34,6 +34,9 @@ vet:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+bench-load: ## cmd/loadgen against durable PostgreSQL + its own Redis; LOADGEN_ARGS="-runs 5 worker"
+	deploy/local/bench.sh $(LOADGEN_ARGS)
 
 clean:
 	rm -rf bin

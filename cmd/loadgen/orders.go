@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/lib/pq"
+)
+
+// ordersScenario places orders through the real api and follows each one
+// until the real worker has processed it and sent its confirmation email
+// (to an SMTP sink): closed loop at -conns connections, then open loop at a
+// fixed -rate. Latencies after the POST come from the rows the binaries
+// write: orders.created_at, orders.processed_at, email_log.sent_at.
+func ordersScenario() Scenario {
+	return Scenario{
+		Name: "orders",
+		Help: "POST /api/v1/orders end to end (order processed + confirmation email sent), closed and open loop",
+		Variants: func(p Params) []Variant {
+			return []Variant{
+				{Name: fmt.Sprintf("closed-%dconns", p.Conns), Run: runOrders(false)},
+				{Name: fmt.Sprintf("open-%dps", p.Rate), Run: runOrders(true)},
+			}
+		},
+	}
+}
+
+var orderBody = map[string]any{
+	"items":    []map[string]any{{"sku": "LOADGEN-1", "quantity": 2, "unit_price_cents": 1250}},
+	"currency": "EUR",
+}
+
+func runOrders(open bool) func(context.Context, *Env) (Metrics, error) {
+	return func(ctx context.Context, env *Env) (Metrics, error) {
+		if err := env.FlushRedis(ctx); err != nil {
+			return nil, err
+		}
+		api, err := env.StartAPI(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer api.Stop()
+		worker, err := env.StartWorker(ctx, "WORKER_CONCURRENCY="+strconv.Itoa(env.P.OrderWorkers))
+		if err != nil {
+			return nil, err
+		}
+		defer worker.Stop()
+
+		base := "http://" + api.Addr + "/api/v1"
+		token, err := newUser(ctx, base)
+		if err != nil {
+			return nil, err
+		}
+		conns := env.P.Conns
+		if open {
+			conns = 1000
+		}
+		c := httpClient(conns)
+		var mu sync.Mutex
+		var ids []int64
+		place := func(ctx context.Context) error {
+			var o struct {
+				ID int64 `json:"id"`
+			}
+			if _, err := call(ctx, c, http.MethodPost, base+"/orders", token, orderBody, &o); err != nil {
+				return err
+			}
+			mu.Lock()
+			ids = append(ids, o.ID)
+			mu.Unlock()
+			return nil
+		}
+
+		m := env.meter(ctx, api, worker)
+		pg0 := env.pgCPU()
+		var lat *latencies
+		var wall time.Duration
+		out := Metrics{}
+		if open {
+			var dropped int
+			t := time.Now()
+			lat, dropped = openLoop(ctx, env.P.Rate, env.P.RateDuration, conns, place)
+			wall = time.Since(t)
+			out["dropped"] = float64(dropped)
+		} else {
+			lat, wall = closedLoop(ctx, conns, env.P.Duration, place)
+		}
+		s := lat.sorted()
+		out["accepted_per_s"] = float64(len(s)) / wall.Seconds()
+		out["post_p50_ms"] = percentile(s, 50)
+		out["post_p99_ms"] = percentile(s, 99)
+		out["errors"] = float64(lat.err.Load())
+
+		e2e, err := waitOrders(ctx, env, ids, env.P.CompletionTimeout)
+		if err != nil {
+			return nil, err
+		}
+		pcpu, rcpu, _ := m.read(ctx)
+		for k, v := range e2e {
+			out[k] = v
+		}
+		if n := float64(len(ids)); n > 0 {
+			out["app_cpu_us_per_order"] = float64(pcpu.Microseconds()) / n
+			out["redis_cpu_us_per_order"] = float64(rcpu.Microseconds()) / n
+			if pg := env.pgCPU() - pg0; pg > 0 {
+				out["pg_cpu_us_per_order"] = float64(pg.Microseconds()) / n
+			}
+		}
+		return out, nil
+	}
+}
+
+// newUser registers a fresh user and logs in; it returns the access token.
+func newUser(ctx context.Context, base string) (string, error) {
+	c := httpClient(1)
+	email := fmt.Sprintf("loadgen-%d@example.com", time.Now().UnixNano())
+	creds := map[string]string{"email": email, "password": "loadgen-password", "name": "Loadgen"}
+	if _, err := call(ctx, c, http.MethodPost, base+"/auth/register", "", creds, nil); err != nil {
+		return "", err
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	if _, err := call(ctx, c, http.MethodPost, base+"/auth/login", "", map[string]string{"email": email, "password": "loadgen-password"}, &tok); err != nil {
+		return "", err
+	}
+	return tok.AccessToken, nil
+}
+
+// waitOrders waits until every order is completed and its confirmation
+// email sent, then returns the created→processed and created→email-sent
+// percentiles and the end-to-end completion rate.
+func waitOrders(ctx context.Context, env *Env, ids []int64, timeout time.Duration) (Metrics, error) {
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("no order was accepted")
+	}
+	const q = `SELECT count(*) FILTER (WHERE o.status = 'completed'), count(*) FILTER (WHERE o.status = 'failed'),
+		count(e.sent_at) FROM orders o LEFT JOIN email_log e ON e.dedup_key = 'order_confirmation:' || o.id
+		WHERE o.id = ANY($1)`
+	deadline := time.Now().Add(timeout)
+	for {
+		var done, failed, sent int
+		if err := env.DB.QueryRowContext(ctx, q, pq.Array(ids)).Scan(&done, &failed, &sent); err != nil {
+			return nil, err
+		}
+		if failed > 0 {
+			return nil, fmt.Errorf("%d of %d orders failed", failed, len(ids))
+		}
+		if done == len(ids) && sent == len(ids) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("after %s: %d of %d orders completed, %d emails sent", timeout, done, len(ids), sent)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	rows, err := env.DB.QueryContext(ctx, `SELECT o.created_at, o.processed_at, e.sent_at
+		FROM orders o JOIN email_log e ON e.dedup_key = 'order_confirmation:' || o.id WHERE o.id = ANY($1)`, pq.Array(ids))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var processed, mailed []float64
+	var first, last time.Time
+	for rows.Next() {
+		var created, proc, sent time.Time
+		if err := rows.Scan(&created, &proc, &sent); err != nil {
+			return nil, err
+		}
+		processed = append(processed, ms(proc.Sub(created)))
+		mailed = append(mailed, ms(sent.Sub(created)))
+		if first.IsZero() || created.Before(first) {
+			first = created
+		}
+		last = slices.MaxFunc([]time.Time{last, proc, sent}, time.Time.Compare)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	sort.Float64s(processed)
+	sort.Float64s(mailed)
+	return Metrics{
+		"completed_per_s":   float64(len(ids)) / last.Sub(first).Seconds(),
+		"processed_p50_ms":  percentile(processed, 50),
+		"processed_p99_ms":  percentile(processed, 99),
+		"email_sent_p50_ms": percentile(mailed, 50),
+		"email_sent_p99_ms": percentile(mailed, 99),
+		"orders":            float64(len(ids)),
+	}, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
