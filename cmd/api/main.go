@@ -175,6 +175,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}()
 	defer func() { stopRelay(); <-relayDone }()
 
+	// The side port (METRICS_ADDR, optional for the api) carries the
+	// profiler, which must never be on the public listener.
+	if cfg.MetricsAddr != "" {
+		side, err := observe.ListenSide(cfg.MetricsAddr, reg, func(ctx context.Context) error { return database.PingContext(ctx) })
+		if err != nil {
+			return err
+		}
+		go func() {
+			if err := side.Serve(); err != nil {
+				log.Error("side server", "err", err)
+			}
+		}()
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = side.Shutdown(sctx) // a running profile may outlast it; the process ends anyway
+		}()
+		log.Info("side port listening", "addr", side.Addr())
+	}
+
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("api listening", "addr", ln.Addr().String())

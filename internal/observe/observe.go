@@ -1,6 +1,7 @@
 // Package observe holds what every process shares for being watched: the
 // slog logger, the Prometheus registry and the side HTTP server that serves
-// /healthz and /metrics for the worker and the scheduler.
+// /healthz, /metrics and /debug/pprof/ for the worker, the scheduler and (when
+// its METRICS_ADDR is set) the api.
 package observe
 
 import (
@@ -11,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,14 +50,17 @@ func MetricsHandler(reg *prometheus.Registry) http.Handler {
 // /healthz answer 503 with the error's text.
 type HealthFunc func(ctx context.Context) error
 
-// SideServer is the small HTTP server of the worker and the scheduler.
+// SideServer is the small HTTP server of the worker and the scheduler (and
+// of the api when it has a METRICS_ADDR). Besides health and metrics it
+// serves Go's profiler at /debug/pprof/: a side port belongs on a private
+// network (loopback by default), never on the public listener.
 type SideServer struct {
 	srv *http.Server
 	ln  net.Listener
 }
 
 // ListenSide binds addr at once (so a bad or busy address fails at start) and
-// prepares /healthz and /metrics.
+// prepares /healthz, /metrics and /debug/pprof/.
 func ListenSide(addr string, reg *prometheus.Registry, health HealthFunc) (*SideServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -74,6 +79,14 @@ func ListenSide(addr string, reg *prometheus.Registry, health HealthFunc) (*Side
 		}
 		fmt.Fprintln(w, `{"status":"ok"}`)
 	})
+	// Go's profiler (go tool pprof http://ADDR/debug/pprof/profile?seconds=30).
+	// Registered by hand: net/http/pprof's init only fills http.DefaultServeMux.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return &SideServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln}, nil
 }
 
