@@ -111,6 +111,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr 
 		BaseContext:              context.Background,
 		ShutdownTimeout:          cfg.ShutdownTimeout,
 		DelayedTaskCheckInterval: time.Second,
+		TaskCheckInterval:        cfg.PollInterval,
 		Logger:                   asynqLogger{log.With("component", "asynq")},
 		LogLevel:                 asynqLevel(cfg.LogLevel),
 		HealthCheckInterval:      5 * time.Second,

@@ -70,13 +70,19 @@ type Config struct {
 	// (0 in production; tests use it to crash a worker mid-task).
 	OrderProcessDelay time.Duration
 
-	// Worker and scheduler side port for /metrics and /healthz.
+	// Side port for /metrics, /healthz and /debug/pprof/: worker and
+	// scheduler always, api only when set.
 	MetricsAddr string
 
 	// Worker.
-	Concurrency     int
-	Queues          map[string]int
-	StrictPriority  bool
+	Concurrency    int
+	Queues         map[string]int
+	StrictPriority bool
+	// PollInterval is how long an idle worker waits between looks at its
+	// empty queues (asynq's TaskCheckInterval; each wait is drawn from
+	// [PollInterval/2, 1.5×PollInterval)): the pickup latency of a task
+	// enqueued into an idle worker, against Redis calls while idle.
+	PollInterval    time.Duration
 	ShutdownTimeout time.Duration
 	RetryBase       time.Duration // 0: each task type's own base
 	RetryMax        time.Duration // 0: each task type's own cap
@@ -130,6 +136,7 @@ const (
 	DefaultQueues           = "critical=6,default=3,low=1"
 	DefaultBodyLimit        = 1 << 20
 	DefaultTaskRetention    = 24 * time.Hour
+	DefaultPollInterval     = 5 * time.Millisecond
 	minTokenLen             = 16
 	minJWTSecretLen         = 32
 )
@@ -178,6 +185,12 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 	c.OrderProcessDelay = p.duration("ORDER_PROCESS_DELAY", 0, 0)
 
 	switch role {
+	case RoleAPI:
+		// Optional for the api (it serves /metrics on HTTP_ADDR too): set,
+		// it adds a side port with /healthz, /metrics and /debug/pprof/.
+		if p.str("METRICS_ADDR", "") != "" {
+			c.MetricsAddr = p.addr("METRICS_ADDR", "")
+		}
 	case RoleWorker:
 		c.MetricsAddr = p.addr("METRICS_ADDR", DefaultWorkerMetrics)
 		c.JWTSecret, c.Mail = p.workerSecret(), p.mailRules() // verification links (abuse.go)
@@ -188,6 +201,10 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 	c.Concurrency = p.intRange("WORKER_CONCURRENCY", 10, 1, 10000)
 	c.Queues = p.queues("WORKER_QUEUES", DefaultQueues)
 	c.StrictPriority = p.boolean("WORKER_STRICT_PRIORITY", false)
+	c.PollInterval = p.duration("WORKER_POLL_INTERVAL", DefaultPollInterval, time.Millisecond)
+	if c.PollInterval > time.Minute {
+		p.fail("WORKER_POLL_INTERVAL", fmt.Errorf("%s must be at most 1m", c.PollInterval))
+	}
 	c.ShutdownTimeout = p.duration("SHUTDOWN_TIMEOUT", 30*time.Second, time.Second)
 	c.RetryBase = p.duration("RETRY_BASE", 0, 0)
 	c.RetryMax = p.duration("RETRY_MAX", 0, 0)
