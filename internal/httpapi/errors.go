@@ -148,6 +148,12 @@ func bind(c echo.Context, dst any) error {
 		}
 		return nil
 	}
+	return decodeError(err)
+}
+
+// decodeError maps a strict JSON decode error to the response it deserves
+// (bind, and the batch endpoint's per-item decode).
+func decodeError(err error) *APIError {
 	var maxErr *http.MaxBytesError
 	var typeErr *json.UnmarshalTypeError
 	var syntaxErr *json.SyntaxError

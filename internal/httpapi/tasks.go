@@ -13,60 +13,77 @@ import (
 
 	"github.com/conveyor-run/conveyor/internal/queue"
 	"github.com/conveyor-run/conveyor/internal/store"
+	"github.com/conveyor-run/conveyor/tasks"
 )
+
+// taskRequest is the body of POST /api/v1/tasks and one item of
+// POST /api/v1/tasks/batch.
+type taskRequest struct {
+	Type      string          `json:"type"`
+	Payload   json.RawMessage `json:"payload"`
+	Queue     string          `json:"queue"`
+	MaxRetry  *int            `json:"max_retry"`
+	Countdown *int64          `json:"countdown"`
+	ETA       string          `json:"eta"`
+	Timeout   *int64          `json:"timeout"`
+	UniqueFor *int64          `json:"unique_for"`
+	TaskID    string          `json:"task_id"`
+	ExpiresIn *int64          `json:"expires_in"`
+	ExpiresAt string          `json:"expires_at"`
+}
+
+// taskResponse is the answer of POST /api/v1/tasks and one item of the batch's.
+type taskResponse struct {
+	ID    string `json:"id"`
+	Type  string `json:"type"`
+	Queue string `json:"queue"`
+	State string `json:"state"`
+}
+
+// prepare checks what the queue client does not (type present, eta's
+// format) and validates the rest through the registry: the task to
+// enqueue, or the invalid fields.
+func (req taskRequest) prepare(q *queue.Client, derivedTaskID, requestID string) (queue.Prepared, error) {
+	fields := tasks.FieldErrors{}
+	if strings.TrimSpace(req.Type) == "" {
+		fields["type"] = "is required"
+	}
+	var eta *time.Time
+	if req.ETA != "" {
+		t, err := time.Parse(time.RFC3339, req.ETA)
+		if err != nil {
+			fields["eta"] = "must be an RFC 3339 time such as 2026-01-02T15:04:05Z"
+		} else {
+			eta = &t
+		}
+	}
+	expires := parseExpiry(req.ExpiresIn, req.ExpiresAt, fields)
+	if len(fields) > 0 {
+		return queue.Prepared{}, fields
+	}
+	return q.Prepare(queue.Request{
+		Type: req.Type, Payload: req.Payload, Queue: req.Queue, MaxRetry: req.MaxRetry,
+		Countdown: req.Countdown, ETA: eta, Timeout: req.Timeout, UniqueFor: req.UniqueFor,
+		TaskID: req.TaskID, DerivedTaskID: derivedTaskID, RequestID: requestID, ExpiresAt: expires,
+	})
+}
 
 // handleTaskCreate enqueues any registered task type (POST /api/v1/tasks).
 func handleTaskCreate(q *queue.Client) echo.HandlerFunc {
-	type request struct {
-		Type      string          `json:"type"`
-		Payload   json.RawMessage `json:"payload"`
-		Queue     string          `json:"queue"`
-		MaxRetry  *int            `json:"max_retry"`
-		Countdown *int64          `json:"countdown"`
-		ETA       string          `json:"eta"`
-		Timeout   *int64          `json:"timeout"`
-		UniqueFor *int64          `json:"unique_for"`
-		TaskID    string          `json:"task_id"`
-		ExpiresIn *int64          `json:"expires_in"`
-		ExpiresAt string          `json:"expires_at"`
-	}
-	type response struct {
-		ID    string `json:"id"`
-		Type  string `json:"type"`
-		Queue string `json:"queue"`
-		State string `json:"state"`
-	}
 	return func(c echo.Context) error {
-		var req request
+		var req taskRequest
 		if err := bind(c, &req); err != nil {
 			return err
 		}
-		fields := map[string]string{}
-		if strings.TrimSpace(req.Type) == "" {
-			fields["type"] = "is required"
-		}
-		var eta *time.Time
-		if req.ETA != "" {
-			t, err := time.Parse(time.RFC3339, req.ETA)
-			if err != nil {
-				fields["eta"] = "must be an RFC 3339 time such as 2026-01-02T15:04:05Z"
-			} else {
-				eta = &t
-			}
-		}
-		expires := parseExpiry(req.ExpiresIn, req.ExpiresAt, fields)
-		if len(fields) > 0 {
-			return errValidation(fields)
-		}
-		info, err := q.Enqueue(c.Request().Context(), queue.Request{
-			Type: req.Type, Payload: req.Payload, Queue: req.Queue, MaxRetry: req.MaxRetry,
-			Countdown: req.Countdown, ETA: eta, Timeout: req.Timeout, UniqueFor: req.UniqueFor,
-			TaskID: req.TaskID, DerivedTaskID: idempotentTaskID(c), RequestID: RequestID(c), ExpiresAt: expires,
-		})
+		p, err := req.prepare(q, idempotentTaskID(c), RequestID(c))
 		if err != nil {
 			return err
 		}
-		return c.JSON(http.StatusAccepted, response{ID: info.ID, Type: info.Type, Queue: info.Queue, State: info.State})
+		info, err := q.EnqueuePrepared(c.Request().Context(), p)
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusAccepted, taskResponse{ID: info.ID, Type: info.Type, Queue: info.Queue, State: info.State})
 	}
 }
 
