@@ -192,6 +192,7 @@ func TestJSONBodies(t *testing.T) {
 		{"PATCH /api/v1/posts/{id}", post, f.authz[owner], `{"published":"yes"}`, "published", nil},
 		{"POST /api/v1/orders", "/api/v1/orders", f.authz[owner], `{"currency":1}`, "currency", []string{"items", "currency"}},
 		{"POST /api/v1/tasks", "/api/v1/tasks", "Bearer " + token, `{"type":1}`, "type", []string{"type"}},
+		{"POST /api/v1/tasks/batch", "/api/v1/tasks/batch", "Bearer " + token, `{"tasks":1}`, "tasks", []string{"tasks"}},
 		{"POST /api/v1/schedules", "/api/v1/schedules", "Bearer " + token, `{"name":1}`, "name", []string{"name", "spec", "task_type"}},
 		{"POST /api/v1/workflows", "/api/v1/workflows", "Bearer " + token, `{"steps":1}`, "steps", []string{"steps"}},
 		{"PATCH /api/v1/schedules/{name}", sched, "Bearer " + token, `{"enabled":"yes"}`, "enabled", nil},

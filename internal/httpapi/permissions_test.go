@@ -257,6 +257,11 @@ func TestPermissionMatrix(t *testing.T) {
 		{"POST /api/v1/tasks", at("/api/v1/tasks"),
 			func() any { return map[string]any{"type": "system:ping", "countdown": 3600} },
 			statuses{unauth, forbidden, forbidden, accepted, accepted}},
+		{"POST /api/v1/tasks/batch", at("/api/v1/tasks/batch"),
+			func() any {
+				return map[string]any{"tasks": []any{map[string]any{"type": "system:ping", "countdown": 3600}}}
+			},
+			statuses{unauth, forbidden, forbidden, accepted, accepted}},
 		{"GET /api/v1/tasks/{id}", at(task), nil,
 			statuses{unauth, forbidden, forbidden, ok, ok}},
 		{"DELETE /api/v1/tasks/{id}", f.task, nil,
