@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/conveyor-run/conveyor/internal/mail/mailtest"
 	"github.com/conveyor-run/conveyor/internal/testenv"
 )
 
@@ -164,6 +165,11 @@ func TestMailToUnprovenAddressesIsLimited(t *testing.T) {
 	if status, _, raw := call(t, http.MethodPost, e.APIURL+"/api/v1/auth/register", "",
 		map[string]string{"email": email, "password": password, "name": name}, nil); status != http.StatusCreated {
 		t.Fatalf("register: %d %s", status, raw)
+	}
+	// The welcome email first, so the three allowed emails are the welcome and
+	// two notices whatever order the worker would run the tasks in.
+	if !e.mail.Wait(30*time.Second, func([]mailtest.Message) bool { return len(withSubject(e.mail.To(email), welcomeSubject)) > 0 }) {
+		t.Fatalf("no welcome email for %s within 30s; received: %v", email, subjects(e.mail.Messages()))
 	}
 	var tok struct {
 		AccessToken string `json:"access_token"`
