@@ -45,6 +45,8 @@ type Params struct {
 	PollIntervals     string        // pickup: WORKER_POLL_INTERVAL values to compare
 	CompletionTimeout time.Duration // orders: how long to wait for every order to finish
 	PGPid             int           // orders: PostgreSQL postmaster, for its CPU per order
+	ChainLength       int           // workflow: steps of the chain
+	GroupSize         int           // workflow: steps of the chord (group + callback) and plain pings
 }
 
 func (p *Params) register(fs *flag.FlagSet) {
@@ -67,6 +69,8 @@ func (p *Params) register(fs *flag.FlagSet) {
 	fs.DurationVar(&p.IdleWindow, "idle", 10*time.Second, "pickup: window over which idle CPU is measured")
 	fs.StringVar(&p.PollIntervals, "poll-intervals", "1s,20ms,5ms", "pickup: WORKER_POLL_INTERVAL values to compare (comma-separated)")
 	fs.DurationVar(&p.CompletionTimeout, "completion-timeout", 3*time.Minute, "orders: how long to wait for every order to be completed and mailed")
+	fs.IntVar(&p.ChainLength, "chain-length", 100, "workflow: system:ping steps of the chain")
+	fs.IntVar(&p.GroupSize, "group-size", 10000, "workflow: steps of the chord (group of N-1 pings + 1 callback), and plain pings to compare")
 	fs.IntVar(&p.PGPid, "pg-pid", 0, "orders: pid of the bench PostgreSQL postmaster, to report its CPU per order")
 }
 

@@ -7,5 +7,6 @@ func scenarios() []Scenario {
 		enqueueScenario(),
 		ordersScenario(),
 		pickupScenario(),
+		workflowScenario(),
 	}
 }

@@ -82,7 +82,13 @@ func prefill(ctx context.Context, env *Env, n int, mk taskMaker) error {
 // the real worker, otherwise the raw anchor with that handler mode.
 func drain(mk taskMaker, rawMode string) func(context.Context, *Env) (Metrics, error) {
 	return func(ctx context.Context, env *Env) (Metrics, error) {
-		n := env.P.Tasks
+		return drainN(env.P.Tasks, mk, rawMode)(ctx, env)
+	}
+}
+
+// drainN is drain of n tasks.
+func drainN(n int, mk taskMaker, rawMode string) func(context.Context, *Env) (Metrics, error) {
+	return func(ctx context.Context, env *Env) (Metrics, error) {
 		if err := env.FlushRedis(ctx); err != nil {
 			return nil, err
 		}

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/conveyor-run/conveyor/internal/db"
+	"github.com/conveyor-run/conveyor/internal/workflow"
+	"github.com/conveyor-run/conveyor/tasks"
+)
+
+// workflowScenario measures workflows with the real api (its relay sends
+// the steps' outbox rows to Redis) and the real worker (which runs them and
+// advances the workflow):
+//
+//   - chain: -chain-length system:ping steps one after the other; per step,
+//     the child's started_at minus its parent's finished_at, both from the
+//     step rows in PostgreSQL. The gap holds the advancement transaction's
+//     commit, the relay, the worker's pickup (WORKER_POLL_INTERVAL) and the
+//     step-start update.
+//   - group: a group of -group-size − 1 pings and one callback (a chord),
+//     from the commit of workflow.Start to the workflow's end, beside
+//     plain: the same number of pings pre-filled in Redis and drained by the
+//     same worker (the worker scenario's measurement).
+func workflowScenario() Scenario {
+	return Scenario{
+		Name: "workflow",
+		Help: "workflows: step-to-step gap of a chain of -chain-length pings; a chord of -group-size pings vs as many plain pings",
+		Variants: func(p Params) []Variant {
+			return []Variant{
+				{Name: "plain", Run: drainN(p.GroupSize, conveyorEnqueue, "")},
+				{Name: "chord", Run: chordRun},
+				{Name: "chain", Run: chainRun},
+			}
+		},
+		Ratios: []Ratio{
+			{Metric: "tasks_per_s", Num: "chord", Den: "plain"},
+		},
+	}
+}
+
+// startWorkflowProcs starts the api (for its outbox relay) and the worker,
+// configured like the plain drain's.
+func startWorkflowProcs(ctx context.Context, env *Env) (api, worker *Proc, err error) {
+	if err := env.FlushRedis(ctx); err != nil {
+		return nil, nil, err
+	}
+	if api, err = env.StartAPI(ctx); err != nil {
+		return nil, nil, err
+	}
+	if worker, err = env.StartWorker(ctx, "WORKER_CONCURRENCY="+strconv.Itoa(env.P.Concurrency), "WORKER_QUEUES=default=1"); err != nil {
+		api.Stop()
+		return nil, nil, err
+	}
+	time.Sleep(500 * time.Millisecond) // let start-up work settle
+	return api, worker, nil
+}
+
+// startWorkflow starts spec through the Go API, in a transaction of its own.
+func startWorkflow(ctx context.Context, env *Env, spec workflow.Spec) (string, error) {
+	var id string
+	err := db.InTx(ctx, env.DB, func(tx *sqlx.Tx) error {
+		v, err := workflow.Start(ctx, tx, tasks.All(), spec, workflow.StartOptions{})
+		id = v.ID
+		return err
+	})
+	return id, err
+}
+
+// waitWorkflow polls the workflow's state every 10 ms until it has ended.
+func waitWorkflow(ctx context.Context, env *Env, id string, timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		var state string
+		if err := env.DB.GetContext(ctx, &state, `SELECT state FROM workflows WHERE id = $1`, id); err != nil {
+			return "", err
+		}
+		if state != "running" {
+			return state, nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("workflow %s still running after %s", id, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// stepTimes is a step row's clock, in the workflow's order.
+type stepTimes struct {
+	StepID     string     `db:"step_id"`
+	State      string     `db:"state"`
+	StartedAt  *time.Time `db:"started_at"`
+	FinishedAt *time.Time `db:"finished_at"`
+}
+
+func readSteps(ctx context.Context, env *Env, id string) ([]stepTimes, error) {
+	var rows []stepTimes
+	err := env.DB.SelectContext(ctx, &rows,
+		`SELECT step_id, state, started_at, finished_at FROM workflow_steps
+		  WHERE workflow_id = $1 ORDER BY position`, id)
+	return rows, err
+}
+
+// chainGaps returns, in ms, each step's started_at minus the previous
+// step's finished_at, for the steps of a chain in order. Every step must
+// have succeeded with both times recorded.
+func chainGaps(steps []stepTimes) ([]float64, error) {
+	for _, s := range steps {
+		if s.State != "succeeded" || s.StartedAt == nil || s.FinishedAt == nil {
+			return nil, fmt.Errorf("step %s: state %s, started %v, finished %v", s.StepID, s.State, s.StartedAt, s.FinishedAt)
+		}
+	}
+	if len(steps) < 2 {
+		return nil, fmt.Errorf("a chain of %d steps has no step-to-step gap", len(steps))
+	}
+	gaps := make([]float64, 0, len(steps)-1)
+	for i := 1; i < len(steps); i++ {
+		gaps = append(gaps, ms(steps[i].StartedAt.Sub(*steps[i-1].FinishedAt)))
+	}
+	return gaps, nil
+}
+
+func chainRun(ctx context.Context, env *Env) (Metrics, error) {
+	n := env.P.ChainLength
+	api, worker, err := startWorkflowProcs(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	defer api.Stop()
+	defer worker.Stop()
+	parts := make([]workflow.Part, n)
+	for i := range parts {
+		parts[i] = workflow.Task("s"+strconv.Itoa(i), tasks.SystemPingPayload{})
+	}
+	t0 := time.Now()
+	id, err := startWorkflow(ctx, env, workflow.Chain(parts...).Named("loadgen-chain"))
+	if err != nil {
+		return nil, err
+	}
+	state, err := waitWorkflow(ctx, env, id, 5*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	wall := time.Since(t0)
+	if state != "succeeded" {
+		return nil, fmt.Errorf("chain workflow %s ended %s (see %s log)", id, state, worker.Name)
+	}
+	steps, err := readSteps(ctx, env, id)
+	if err != nil {
+		return nil, err
+	}
+	gaps, err := chainGaps(steps)
+	if err != nil {
+		return nil, fmt.Errorf("chain workflow %s: %w", id, err)
+	}
+	sort.Float64s(gaps)
+	return Metrics{
+		"step_gap_p50_ms": percentile(gaps, 50),
+		"step_gap_p99_ms": percentile(gaps, 99),
+		"step_gap_max_ms": percentile(gaps, 100),
+		"chain_s":         wall.Seconds(),
+	}, nil
+}
+
+func chordRun(ctx context.Context, env *Env) (Metrics, error) {
+	n := env.P.GroupSize
+	if n < 2 || n > workflow.MaxSteps {
+		return nil, fmt.Errorf("-group-size must be between 2 and %d", workflow.MaxSteps)
+	}
+	api, worker, err := startWorkflowProcs(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	defer api.Stop()
+	defer worker.Stop()
+	parts := make([]workflow.Part, n-1)
+	for i := range parts {
+		parts[i] = workflow.Task("g"+strconv.Itoa(i), tasks.SystemPingPayload{})
+	}
+	spec := workflow.Chord(workflow.Group(parts...), workflow.Task("callback", tasks.SystemPingPayload{})).Named("loadgen-chord")
+	startedAt := time.Now()
+	id, err := startWorkflow(ctx, env, spec)
+	if err != nil {
+		return nil, err
+	}
+	t0 := time.Now() // the clock starts at the commit, as the plain drain's starts after its fill
+	m := env.meter(ctx, api, worker)
+	state, err := waitWorkflow(ctx, env, id, 10*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	wall := time.Since(t0)
+	pcpu, _, _ := m.read(ctx)
+	if state != "succeeded" {
+		return nil, fmt.Errorf("chord workflow %s ended %s (see %s log)", id, state, worker.Name)
+	}
+	var succeeded int
+	if err := env.DB.GetContext(ctx, &succeeded,
+		`SELECT count(*) FROM workflow_steps WHERE workflow_id = $1 AND state = 'succeeded'`, id); err != nil {
+		return nil, err
+	}
+	if succeeded != n {
+		return nil, fmt.Errorf("chord workflow %s: %d of %d steps succeeded", id, succeeded, n)
+	}
+	return Metrics{
+		"tasks_per_s":                float64(n) / wall.Seconds(),
+		"start_ms":                   ms(t0.Sub(startedAt)),
+		"api_worker_cpu_us_per_task": float64(pcpu.Microseconds()) / float64(n),
+	}, nil
+}
