@@ -8,5 +8,6 @@ func scenarios() []Scenario {
 		ordersScenario(),
 		pickupScenario(),
 		workflowScenario(),
+		limitsScenario(),
 	}
 }
