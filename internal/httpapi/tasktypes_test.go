@@ -156,3 +156,39 @@ func TestTaskExpiryFields(t *testing.T) {
 		}
 	}
 }
+
+// The batch endpoint takes each item's expires_in / expires_at like
+// POST /api/v1/tasks (one parser) and names a bad one by its index.
+func TestTaskBatchExpiry(t *testing.T) {
+	t.Parallel()
+	b := setupAPI(t, "")
+	at := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	rec := b.do("POST", "/api/v1/tasks/batch", `{"tasks":[{"type":"system:ping","countdown":3600,"expires_in":120},
+		{"type":"system:ping","countdown":3600,"expires_at":"`+at+`"},{"type":"system:ping","countdown":3600}]}`, nil)
+	var got struct {
+		Tasks []struct{ ID string } `json:"tasks"`
+	}
+	if rec.Code != http.StatusAccepted || json.Unmarshal(rec.Body.Bytes(), &got) != nil || len(got.Tasks) != 3 {
+		t.Fatalf("batch: %d %s", rec.Code, rec.Body)
+	}
+	want := []*time.Time{ptr(time.Now().Add(2 * time.Minute)), ptr(time.Now().Add(time.Hour)), nil}
+	for i, task := range got.Tasks {
+		var info struct {
+			ExpiresAt *time.Time `json:"expires_at"`
+		}
+		_ = json.Unmarshal(b.do("GET", "/api/v1/tasks/"+task.ID, "", nil).Body.Bytes(), &info)
+		switch {
+		case want[i] == nil && info.ExpiresAt != nil:
+			t.Errorf("item %d: expires at %v, want none", i, info.ExpiresAt)
+		case want[i] != nil && (info.ExpiresAt == nil || info.ExpiresAt.Sub(*want[i]).Abs() > 5*time.Second):
+			t.Errorf("item %d: expires at %v, want about %v", i, info.ExpiresAt, want[i])
+		}
+	}
+	var e errorBody
+	rec = b.do("POST", "/api/v1/tasks/batch", `{"tasks":[{"type":"system:ping"},{"type":"system:ping","expires_in":-1}]}`, nil)
+	if rec.Code != http.StatusUnprocessableEntity || json.Unmarshal(rec.Body.Bytes(), &e) != nil || e.Error.Fields["tasks[1].expires_in"] == "" {
+		t.Fatalf("bad expires_in: %d %s, want 422 naming tasks[1].expires_in", rec.Code, rec.Body)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
