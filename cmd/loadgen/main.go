@@ -12,7 +12,7 @@
 //
 //	loadgen -redis redis://127.0.0.1:56389/0 -db postgres://… -bin ./bin [-runs 3] [scenario…]
 //
-// Scenarios (all by default): worker, enqueue, orders, pickup, workflow. See -list.
+// Scenarios (all by default): worker, enqueue, orders, pickup, workflow, limits. See -list.
 //
 // # Adding a scenario
 //
