@@ -78,12 +78,14 @@ func TestRateLimitHoldsAcrossThreeWorkers(t *testing.T) {
 	const limit, burst, n = 10, 10, 200
 	p := testenv.StartPlatform(t, testenv.PlatformOptions{NoWorker: true})
 	putLimits(t, p, "system:ping", fmt.Sprintf(`{"rate":{"limit":%d,"per":"1s","burst":%d}}`, limit, burst))
-	for range 3 {
-		p.StartWorker()
-	}
+	// All queued before the workers start, so the limit (not the speed of
+	// enqueueing under load) is what spreads them out.
 	ids := make([]string, n)
 	for i := range ids {
 		ids[i] = enqueue(t, p, `{"type":"system:ping","payload":{}}`).ID
+	}
+	for range 3 {
+		p.StartWorker()
 	}
 	// While they drain, waiting tasks say why.
 	testenv.Eventually(t, 30*time.Second, func() bool {
