@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-playground/validator/v10"
+	"github.com/jmoiron/sqlx"
 
 	"github.com/conveyor-run/conveyor/internal/auth"
 	"github.com/conveyor-run/conveyor/internal/config"
@@ -42,13 +43,9 @@ func runAdmin(ctx context.Context, cmd string, args []string, getenv func(string
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%s: %w\n%s", cmd, err, usage)
 	}
-	cfg, err := config.Load(getenv, config.RoleMigrate)
+	database, err := openAdminDB(ctx, getenv)
 	if err != nil {
 		return err
-	}
-	database, err := db.Open(ctx, cfg.DatabaseURL)
-	if err != nil {
-		return fmt.Errorf("DATABASE_URL: %w", err)
 	}
 	defer database.Close()
 
@@ -102,4 +99,18 @@ func runAdmin(ctx context.Context, cmd string, args []string, getenv func(string
 		return nil
 	}
 	return fmt.Errorf("unknown command %q", cmd)
+}
+
+// openAdminDB opens the database for the one-shot admin subcommands
+// (createuser, createkey, outbox), which need only DATABASE_URL.
+func openAdminDB(ctx context.Context, getenv func(string) string) (*sqlx.DB, error) {
+	cfg, err := config.Load(getenv, config.RoleMigrate)
+	if err != nil {
+		return nil, err
+	}
+	database, err := db.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	return database, nil
 }

@@ -10,8 +10,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/conveyor-run/conveyor/internal/config"
-	"github.com/conveyor-run/conveyor/internal/db"
 	"github.com/conveyor-run/conveyor/internal/store"
 )
 
@@ -39,13 +37,9 @@ func runOutbox(ctx context.Context, args []string, getenv func(string) string, s
 	if err := fs.Parse(args[1:]); err != nil {
 		return fmt.Errorf("outbox %s: %w\n%s", sub, err, usage)
 	}
-	cfg, err := config.Load(getenv, config.RoleMigrate)
+	database, err := openAdminDB(ctx, getenv)
 	if err != nil {
 		return err
-	}
-	database, err := db.Open(ctx, cfg.DatabaseURL)
-	if err != nil {
-		return fmt.Errorf("DATABASE_URL: %w", err)
 	}
 	defer database.Close()
 	ob := store.NewOutbox(database)

@@ -82,13 +82,7 @@ func drainWithLimits(set map[string]limits.Limits, n int) func(context.Context, 
 		}
 		insp := asynq.NewInspector(env.RedisO)
 		defer insp.Close()
-		if err := prefill(ctx, env, 1, conveyorEnqueue); err != nil {
-			return nil, err
-		}
-		if err := insp.PauseQueue("default"); err != nil {
-			return nil, err
-		}
-		if err := prefill(ctx, env, n-1, conveyorEnqueue); err != nil {
+		if err := prefillPaused(ctx, env, insp, n, conveyorEnqueue); err != nil {
 			return nil, err
 		}
 		proc, err := env.StartWorker(ctx, "WORKER_CONCURRENCY="+strconv.Itoa(env.P.Concurrency), "WORKER_QUEUES=default=1")

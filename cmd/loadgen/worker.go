@@ -78,6 +78,19 @@ func prefill(ctx context.Context, env *Env, n int, mk taskMaker) error {
 	return <-errs
 }
 
+// prefillPaused fills the default queue with n tasks, pausing it after the
+// first, and leaves it paused: the worker starts on a full queue and the
+// drain's clock covers draining only, not filling or the worker's start.
+func prefillPaused(ctx context.Context, env *Env, insp *asynq.Inspector, n int, mk taskMaker) error {
+	if err := prefill(ctx, env, 1, mk); err != nil {
+		return err
+	}
+	if err := insp.PauseQueue("default"); err != nil {
+		return err
+	}
+	return prefill(ctx, env, n-1, mk)
+}
+
 // drain measures one worker draining env.P.Tasks pings: rawMode "" starts
 // the real worker, otherwise the raw anchor with that handler mode.
 func drain(mk taskMaker, rawMode string) func(context.Context, *Env) (Metrics, error) {
@@ -94,15 +107,7 @@ func drainN(n int, mk taskMaker, rawMode string) func(context.Context, *Env) (Me
 		}
 		insp := asynq.NewInspector(env.RedisO)
 		defer insp.Close()
-		// Paused while filling and while the worker starts, so the clock
-		// covers draining only.
-		if err := prefill(ctx, env, 1, mk); err != nil {
-			return nil, err
-		}
-		if err := insp.PauseQueue("default"); err != nil {
-			return nil, err
-		}
-		if err := prefill(ctx, env, n-1, mk); err != nil {
+		if err := prefillPaused(ctx, env, insp, n, mk); err != nil {
 			return nil, err
 		}
 		conc := strconv.Itoa(env.P.Concurrency)
