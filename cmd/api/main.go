@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -149,9 +150,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	guard := auth.NewGuard(q.Redis(), cfg.Abuse, limiter.OnError)
 
+	// Requests hand the outbox rows they wrote to the dispatcher once their
+	// transaction has committed; the relay's poll sends whatever it did not.
+	dispatcher := queue.NewDispatcher(database, q, log, queue.DispatcherOptions{Metrics: observe.NewDispatchMetrics(reg)})
+
 	handler := httpapi.NewServer(httpapi.Options{APIToken: cfg.APIToken, CORSAllowedOrigins: cfg.CORSAllowedOrigins, BodyLimit: cfg.BodyLimit, MonitorUsers: cfg.MonitorUsers,
 		TrustedProxies: cfg.TrustedProxies, TaskIDSecret: auth.DeriveKey(secret, "idempotency task id")},
-		httpapi.Deps{Log: log, DB: database, Queue: q, Tokens: tokens, Limiter: limiter, Guard: guard, Verifier: auth.NewEmailVerifier(secret), Metrics: reg, Monitor: monitor,
+		httpapi.Deps{Log: log, DB: database, Queue: q, Dispatcher: dispatcher, Tokens: tokens, Limiter: limiter, Guard: guard, Verifier: auth.NewEmailVerifier(secret), Metrics: reg, Monitor: monitor,
 			Schedules: schedule.NewCatalog(database, q.Redis(), q, tasks.All(), cfg.Queues)})
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
@@ -165,15 +170,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		WriteTimeout:      2 * time.Minute, // long-polling task lookups stay within this
 		IdleTimeout:       2 * time.Minute,
 	}
-	// The outbox relay runs beside the server and stops after it (deferred
-	// before the database and Redis are closed).
+	// The outbox dispatcher and relay run beside the server and stop after
+	// it, so the last requests' rows are still dispatched (deferred before
+	// the database and Redis are closed).
 	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
-	relayDone := make(chan struct{})
-	go func() {
-		defer close(relayDone)
-		_ = queue.NewRelay(database, cfg.DatabaseURL, q, log, queue.RelayOptions{}).Run(relayCtx)
-	}()
-	defer func() { stopRelay(); <-relayDone }()
+	var outboxDone sync.WaitGroup
+	outboxDone.Go(func() { _ = dispatcher.Run(relayCtx) })
+	outboxDone.Go(func() { _ = queue.NewRelay(database, q, log, queue.RelayOptions{}).Run(relayCtx) })
+	defer func() { stopRelay(); outboxDone.Wait() }()
 
 	// The side port (METRICS_ADDR, optional for the api) carries the
 	// profiler, which must never be on the public listener.

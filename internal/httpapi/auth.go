@@ -208,8 +208,10 @@ func handleRegister(d Deps, bcryptCost int) echo.HandlerFunc {
 		}
 		ctx := c.Request().Context()
 		u := store.User{Email: req.Email, Name: req.Name, PasswordHash: hash}
-		err = db.InTx(ctx, d.DB, func(tx *sqlx.Tx) error {
-			return service.Register(ctx, tx, &u, RequestID(c))
+		var welcome string
+		err = db.InTx(ctx, d.DB, func(tx *sqlx.Tx) (err error) {
+			welcome, err = service.Register(ctx, tx, &u, RequestID(c))
+			return err
 		})
 		if errors.Is(err, store.ErrConflict) {
 			return errConflict("an account with this email already exists")
@@ -217,6 +219,7 @@ func handleRegister(d Deps, bcryptCost int) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
+		d.Dispatcher.Dispatch(welcome)
 		return c.JSON(http.StatusCreated, u)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/conveyor-run/conveyor/internal/db"
+	"github.com/conveyor-run/conveyor/internal/queue"
 	"github.com/conveyor-run/conveyor/internal/service"
 	"github.com/conveyor-run/conveyor/internal/store"
 )
@@ -26,7 +27,7 @@ type orderResponse struct {
 // service.CreateOrder (POST /api/v1/orders). With an Idempotency-Key the key is part of that
 // transaction too: a retry either finds the committed order's response or,
 // if the first attempt rolled back, creates the order itself.
-func handleOrderCreate(d *sqlx.DB, idemTTL time.Duration) echo.HandlerFunc {
+func handleOrderCreate(d *sqlx.DB, disp *queue.Dispatcher, idemTTL time.Duration) echo.HandlerFunc {
 	type item struct {
 		SKU            string `json:"sku" validate:"required,max=64"`
 		Quantity       *int64 `json:"quantity" validate:"required,min=1,max=1000000"`
@@ -57,25 +58,29 @@ func handleOrderCreate(d *sqlx.DB, idemTTL time.Duration) echo.HandlerFunc {
 		}
 
 		ctx := c.Request().Context()
-		_, err = createInTx(c, d, idem, http.StatusCreated, func(tx *sqlx.Tx) (any, error) {
+		_, err = createInTx(c, d, disp, idem, http.StatusCreated, func(tx *sqlx.Tx) (any, []string, error) {
 			created, err := service.CreateOrder(ctx, tx, service.NewOrder{UserID: currentPrincipal(c).User.ID,
 				Currency: req.Currency, Items: items, RequestID: RequestID(c)})
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
-			return orderResponse{Order: created.Order, TaskIDs: created.TaskIDs}, nil
+			return orderResponse{Order: created.Order, TaskIDs: created.TaskIDs}, created.Outbox, nil
 		})
 		return err
 	}
 }
 
 // createInTx runs create in a transaction that also holds the request's
-// Idempotency-Key, if any, and answers with status and what create returned.
-// A retry with the key either finds the committed response (replayed: it
-// was written) or, if the first attempt rolled back, creates it itself.
-func createInTx(c echo.Context, d *sqlx.DB, idem *idempotency, status int, create func(tx *sqlx.Tx) (any, error)) (replayed bool, err error) {
+// Idempotency-Key, if any, and answers with status and the response create
+// returned. Once the transaction has committed, the outbox rows create
+// added go to disp, which sends them at once. A retry with the key either
+// finds the committed response (replayed: it was written) or, if the first
+// attempt rolled back, creates it itself.
+func createInTx(c echo.Context, d *sqlx.DB, disp *queue.Dispatcher, idem *idempotency, status int,
+	create func(tx *sqlx.Tx) (resp any, outbox []string, err error)) (replayed bool, err error) {
 	ctx := c.Request().Context()
 	var resp any
+	var outbox []string
 	err = db.InTx(ctx, d, func(tx *sqlx.Tx) error {
 		if idem != nil {
 			proceed, err := idem.reserve(c, tx)
@@ -85,7 +90,7 @@ func createInTx(c echo.Context, d *sqlx.DB, idem *idempotency, status int, creat
 			}
 		}
 		var err error
-		if resp, err = create(tx); err != nil {
+		if resp, outbox, err = create(tx); err != nil {
 			return err
 		}
 		if idem != nil {
@@ -100,6 +105,7 @@ func createInTx(c echo.Context, d *sqlx.DB, idem *idempotency, status int, creat
 	if err != nil {
 		return false, err
 	}
+	disp.Dispatch(outbox...)
 	return false, c.JSON(status, resp)
 }
 

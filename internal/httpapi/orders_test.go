@@ -40,7 +40,7 @@ func TestOrderCreateWritesOrderAndOutboxTogether(t *testing.T) {
 	}
 	// Relay the outbox (the api process does this continuously) and find
 	// the tasks under the IDs the response promised.
-	relay := queue.NewRelay(b.db, b.dbURL, b.q, testenv.Logger(t), queue.RelayOptions{})
+	relay := queue.NewRelay(b.db, b.q, testenv.Logger(t), queue.RelayOptions{})
 	if _, _, err := relay.RelayOnce(ctx); err != nil {
 		t.Fatal(err)
 	}

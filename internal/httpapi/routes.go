@@ -38,7 +38,7 @@ func addRoutes(e *echo.Echo, opts Options, d Deps) {
 	route(http.MethodPatch, "/posts/:id", handlePostUpdate(d.DB), requireUser)
 	route(http.MethodDelete, "/posts/:id", handlePostDelete(d.DB), requireUser)
 	route(http.MethodPost, "/posts/:id/publish", handlePostPublish(d.DB), requireUser)
-	route(http.MethodPost, "/orders", handleOrderCreate(d.DB, opts.IdempotencyTTL), requireUser)
+	route(http.MethodPost, "/orders", handleOrderCreate(d.DB, d.Dispatcher, opts.IdempotencyTTL), requireUser)
 	route(http.MethodGet, "/orders", handleOrderList(d.DB), requireUser)
 	route(http.MethodGet, "/orders/:id", handleOrderGet(d.DB), requireUser)
 
@@ -49,7 +49,7 @@ func addRoutes(e *echo.Echo, opts Options, d Deps) {
 	route(http.MethodDelete, "/tasks/:id", handleTaskCancel(d.Queue, opts.CancelWait), requireAdmin)
 	route(http.MethodPost, "/tasks/:id/run", handleTaskRun(d.Queue), requireAdmin)
 	route(http.MethodGet, "/queues", handleQueueList(d.Queue, d.DB), requireAdmin)
-	route(http.MethodPost, "/workflows", handleWorkflowCreate(d.DB, d.Queue, d.workflows, opts.IdempotencyTTL), requireAdmin)
+	route(http.MethodPost, "/workflows", handleWorkflowCreate(d.DB, d.Queue, d.Dispatcher, d.workflows, opts.IdempotencyTTL), requireAdmin)
 	route(http.MethodGet, "/workflows", handleWorkflowList(d.DB), requireAdmin)
 	route(http.MethodGet, "/workflows/:id", handleWorkflowGet(d.DB), requireAdmin)
 	route(http.MethodDelete, "/workflows/:id", handleWorkflowCancel(d.DB, d.Queue, d.workflows, d.Log, opts.CancelWait), requireAdmin)

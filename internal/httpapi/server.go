@@ -50,6 +50,9 @@ type Deps struct {
 	Log   *slog.Logger
 	DB    *sqlx.DB
 	Queue *queue.Client
+	// Dispatcher sends the outbox rows a request wrote right after its
+	// commit (nil: the relay's poll sends them).
+	Dispatcher *queue.Dispatcher
 	// Tokens issues and verifies access tokens; Limiter limits failed
 	// logins (nil: 5 per 15 minutes).
 	Tokens  *auth.Tokens

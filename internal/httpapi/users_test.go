@@ -160,7 +160,7 @@ func TestRegisterEnqueuesWelcomeEmail(t *testing.T) {
 		t.Fatalf("welcome payload %s, want user_id %d", rows[0].Payload, u.ID)
 	}
 
-	relay := queue.NewRelay(b.db, b.dbURL, b.q, testenv.Logger(t), queue.RelayOptions{})
+	relay := queue.NewRelay(b.db, b.q, testenv.Logger(t), queue.RelayOptions{})
 	if n, failed, err := relay.RelayOnce(ctx); err != nil || n != 1 || failed != 0 {
 		t.Fatalf("relay: %d sent, %d failed, %v", n, failed, err)
 	}

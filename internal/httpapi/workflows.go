@@ -20,7 +20,7 @@ import (
 // (POST /api/v1/workflows): the workflow's rows and the outbox rows of its
 // first steps commit together, with the Idempotency-Key if one was sent.
 // Anything invalid is a 422 naming steps[i].field, and nothing is stored.
-func handleWorkflowCreate(d *sqlx.DB, q *queue.Client, metrics *observe.WorkflowMetrics, idemTTL time.Duration) echo.HandlerFunc {
+func handleWorkflowCreate(d *sqlx.DB, q *queue.Client, disp *queue.Dispatcher, metrics *observe.WorkflowMetrics, idemTTL time.Duration) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		idem, err := readIdempotency(c, idemTTL)
 		if err != nil {
@@ -30,9 +30,10 @@ func handleWorkflowCreate(d *sqlx.DB, q *queue.Client, metrics *observe.Workflow
 		if err := bind(c, &spec); err != nil {
 			return err
 		}
-		replayed, err := createInTx(c, d, idem, http.StatusAccepted, func(tx *sqlx.Tx) (any, error) {
-			return workflow.Start(c.Request().Context(), tx, q.Registry(), spec,
+		replayed, err := createInTx(c, d, disp, idem, http.StatusAccepted, func(tx *sqlx.Tx) (any, []string, error) {
+			v, err := workflow.Start(c.Request().Context(), tx, q.Registry(), spec,
 				workflow.StartOptions{RequestID: RequestID(c), Queues: q.ServedQueues()})
+			return v, v.Outbox(), err
 		})
 		if err == nil && !replayed {
 			metrics.Started(1)

@@ -70,7 +70,7 @@ func TestWorkflowStartGetListCancel(t *testing.T) {
 	}
 
 	// Cancel: the queued task is removed from Redis.
-	relay := queue.NewRelay(b.db, b.dbURL, b.q, testenv.Logger(t), queue.RelayOptions{})
+	relay := queue.NewRelay(b.db, b.q, testenv.Logger(t), queue.RelayOptions{})
 	if _, _, err := relay.RelayOnce(context.Background()); err != nil {
 		t.Fatal(err)
 	}

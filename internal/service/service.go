@@ -32,14 +32,14 @@ func AddTask(ctx context.Context, tx *sqlx.Tx, p tasks.Payload, requestID string
 }
 
 // Register creates the user account u (its ID and timestamps are filled in)
-// and the outbox row of its welcome email. An email already taken is
+// and the outbox row of its welcome email, whose ID it returns (for a
+// queue.Dispatcher once tx has committed). An email already taken is
 // store.ErrConflict.
-func Register(ctx context.Context, tx *sqlx.Tx, u *store.User, requestID string) error {
+func Register(ctx context.Context, tx *sqlx.Tx, u *store.User, requestID string) (outboxID string, err error) {
 	if err := store.NewUsers(tx).Create(ctx, u); err != nil {
-		return err
+		return "", err
 	}
-	_, err := AddTask(ctx, tx, tasks.EmailWelcomePayload{UserID: u.ID}, requestID)
-	return err
+	return AddTask(ctx, tx, tasks.EmailWelcomePayload{UserID: u.ID}, requestID)
 }
 
 // NewOrder is what CreateOrder needs: validated input.
@@ -58,6 +58,9 @@ type NewOrder struct {
 type CreatedOrder struct {
 	Order   store.Order
 	TaskIDs []string
+	// Outbox are the outbox rows the order added (its first step's), to
+	// hand to a queue.Dispatcher once tx has committed.
+	Outbox []string
 }
 
 // Steps of an order's workflow.
@@ -91,7 +94,7 @@ func CreateOrder(ctx context.Context, tx *sqlx.Tx, in NewOrder) (CreatedOrder, e
 		return CreatedOrder{}, err
 	}
 	o.WorkflowID = &v.ID
-	out := CreatedOrder{Order: o}
+	out := CreatedOrder{Order: o, Outbox: v.Outbox()}
 	for _, s := range v.Steps {
 		out.TaskIDs = append(out.TaskIDs, s.TaskID)
 	}

@@ -19,7 +19,8 @@ func TestRegisterWritesUserAndWelcomeEmail(t *testing.T) {
 	tx := testenv.Tx(t)
 
 	u := store.User{Email: "ada@example.com", Name: "Ada"}
-	if err := service.Register(ctx, tx, &u, "req-1"); err != nil {
+	outboxID, err := service.Register(ctx, tx, &u, "req-1")
+	if err != nil {
 		t.Fatal(err)
 	}
 	if u.ID == 0 {
@@ -29,8 +30,8 @@ func TestRegisterWritesUserAndWelcomeEmail(t *testing.T) {
 	if err := tx.SelectContext(ctx, &rows, `SELECT * FROM outbox`); err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 1 || rows[0].TaskType != tasks.TypeEmailWelcome || rows[0].RequestID != "req-1" {
-		t.Fatalf("outbox = %+v, want one email:welcome row for req-1", rows)
+	if len(rows) != 1 || rows[0].TaskType != tasks.TypeEmailWelcome || rows[0].RequestID != "req-1" || rows[0].ID != outboxID {
+		t.Fatalf("outbox = %+v, want one email:welcome row %s for req-1", rows, outboxID)
 	}
 	var p tasks.EmailWelcomePayload
 	if err := json.Unmarshal(rows[0].Payload, &p); err != nil || p.UserID != u.ID {
@@ -38,7 +39,7 @@ func TestRegisterWritesUserAndWelcomeEmail(t *testing.T) {
 	}
 
 	dup := store.User{Email: "ADA@example.com", Name: "Other"}
-	if err := service.Register(ctx, tx, &dup, ""); !errors.Is(err, store.ErrConflict) {
+	if _, err := service.Register(ctx, tx, &dup, ""); !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("duplicate email: err = %v, want ErrConflict", err)
 	}
 }
@@ -60,8 +61,8 @@ func TestCreateOrderWritesOrderAndItsTasks(t *testing.T) {
 	if got.Order.ID == 0 || got.Order.Status != store.OrderPending || got.Order.TotalCents != 300 {
 		t.Fatalf("order = %+v", got.Order)
 	}
-	if len(got.TaskIDs) != 2 || got.Order.WorkflowID == nil {
-		t.Fatalf("created = %+v, want two task IDs and a workflow", got)
+	if len(got.TaskIDs) != 2 || got.Order.WorkflowID == nil || len(got.Outbox) != 1 || got.Outbox[0] != got.TaskIDs[0] {
+		t.Fatalf("created = %+v, want two task IDs, a workflow and the first one's outbox row", got)
 	}
 	// order:process is in the outbox; the confirmation waits for it.
 	row, err := store.NewOutbox(tx).Get(ctx, got.TaskIDs[0])

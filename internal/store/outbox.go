@@ -3,14 +3,11 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"time"
-)
 
-// OutboxChannel is the LISTEN/NOTIFY channel that wakes the relay when rows
-// are added: a trigger on outbox notifies it (migration 00003). The
-// notification is delivered at commit, so the relay never wakes for a row it
-// cannot see yet.
-const OutboxChannel = "conveyor_outbox"
+	"github.com/lib/pq"
+)
 
 // OutboxEntry is a row of outbox: one task that a committed business write
 // must trigger. ID is also the asynq task ID.
@@ -33,15 +30,17 @@ type OutboxEntry struct {
 }
 
 // Outbox is the outbox repository. Add belongs in the business write's
-// transaction; Due belongs in the relay's transaction.
+// transaction; Claim (the dispatcher's) and Due (the relay's) in the
+// transaction that sends the rows and marks them.
 type Outbox struct{ q Querier }
 
 // NewOutbox returns a repository over q.
 func NewOutbox(q Querier) *Outbox { return &Outbox{q: q} }
 
 // Add inserts a task of taskType with an already validated payload and
-// returns its ID (the future task ID). The table's trigger notifies
-// OutboxChannel when the surrounding transaction commits.
+// returns its ID (the future task ID). Nothing is notified: once the
+// surrounding transaction has committed, the producer hands the ID to a
+// queue.Dispatcher, and the relay's poll picks up any row none sent.
 func (r *Outbox) Add(ctx context.Context, taskType string, payload json.RawMessage, requestID string) (string, error) {
 	var id string
 	err := r.q.QueryRowxContext(ctx,
@@ -75,10 +74,27 @@ func (r *Outbox) Due(ctx context.Context, limit int) ([]OutboxEntry, error) {
 	return out, mapErr(err, "select due outbox rows")
 }
 
-// MarkSent records that row id was enqueued.
-func (r *Outbox) MarkSent(ctx context.Context, id string) error {
-	_, err := r.q.ExecContext(ctx, `UPDATE outbox SET sent_at = now(), last_error = '' WHERE id = $1`, id)
-	return mapErr(err, "mark outbox sent "+id)
+// Claim locks and returns the rows among ids that are still to send (not
+// sent, not dead), skipping rows another transaction holds: a row the relay
+// (or another dispatcher) has locked is theirs to send. IDs of rows that do
+// not exist — a rolled-back transaction's — are ignored. q must be a
+// transaction; the locks last until it ends.
+func (r *Outbox) Claim(ctx context.Context, ids []string) ([]OutboxEntry, error) {
+	out := []OutboxEntry{}
+	err := r.q.SelectContext(ctx, &out,
+		`SELECT * FROM outbox WHERE id = ANY($1::uuid[]) AND sent_at IS NULL AND dead_at IS NULL
+		  FOR UPDATE SKIP LOCKED`, pq.Array(ids))
+	return out, mapErr(err, "claim outbox rows")
+}
+
+// MarkSent records that rows ids were enqueued, in one statement.
+func (r *Outbox) MarkSent(ctx context.Context, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := r.q.ExecContext(ctx, `UPDATE outbox SET sent_at = now(), last_error = '' WHERE id = ANY($1::uuid[])`,
+		pq.Array(ids))
+	return mapErr(err, fmt.Sprintf("mark %d outbox rows sent", len(ids)))
 }
 
 // MarkFailed records a failed attempt of row id and schedules the next one

@@ -34,7 +34,7 @@ func TestReconcilerReadsOutcomeFromAsynq(t *testing.T) {
 
 	v := b.start(workflow.Chain(workflow.Task("a", tasks.SystemPingPayload{Add: 4}),
 		workflow.Task("b", tasks.SystemPingPayload{})).Spec())
-	if _, _, err := queue.NewRelay(b.db, b.dbURL, q, log, queue.RelayOptions{}).RelayOnce(ctx); err != nil {
+	if _, _, err := queue.NewRelay(b.db, q, log, queue.RelayOptions{}).RelayOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
 	opt, err := asynq.ParseRedisURI(redisURL)

@@ -23,8 +23,10 @@ type StartOptions struct {
 
 // Start validates s and stores it as a running workflow in tx, adding the
 // tasks of its steps without parents to the outbox: nothing reaches Redis
-// before tx commits, and nothing at all if it rolls back. Invalid specs
-// return tasks.FieldErrors naming steps[i].field and store nothing.
+// before tx commits, and nothing at all if it rolls back. Once tx has
+// committed, hand the view's Outbox() to a queue.Dispatcher to send them at
+// once (otherwise the relay's poll does). Invalid specs return
+// tasks.FieldErrors naming steps[i].field and store nothing.
 func Start(ctx context.Context, tx *sqlx.Tx, reg *tasks.Registry, s Spec, o StartOptions) (View, error) {
 	if err := Validate(reg, o.Queues, s); err != nil {
 		return View{}, err
@@ -115,6 +117,19 @@ type StepView struct {
 	EnqueuedAt *time.Time      `json:"enqueued_at"`
 	StartedAt  *time.Time      `json:"started_at"`
 	FinishedAt *time.Time      `json:"finished_at"`
+}
+
+// Outbox returns the IDs of the outbox rows of the steps v shows enqueued
+// (a step's task ID is its outbox row's): after Start, the rows to hand to
+// a queue.Dispatcher once the transaction has committed.
+func (v View) Outbox() []string {
+	var ids []string
+	for _, s := range v.Steps {
+		if s.State == store.StepEnqueued {
+			ids = append(ids, s.TaskID)
+		}
+	}
+	return ids
 }
 
 // Finished reports whether the workflow has ended.
