@@ -12,47 +12,67 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/conveyor-run/conveyor/internal/queue"
 	"github.com/conveyor-run/conveyor/tasks"
 )
 
 // pickupScenario sends system:ping at a low fixed rate into an idle worker
 // and measures how long each task waits before its handler starts, and what
-// the worker and Redis cost while idle, for each WORKER_POLL_INTERVAL of
-// -poll-intervals, beside raw asynq with the same TaskCheckInterval.
+// the worker and Redis cost while idle: Conveyor's worker as configured by
+// default (wake-ups), and for each WORKER_POLL_INTERVAL of -poll-intervals
+// Conveyor's worker polling (WORKER_WAKEUPS=false) beside raw asynq with
+// the same TaskCheckInterval.
 func pickupScenario() Scenario {
 	return Scenario{
 		Name: "pickup",
 		Help: "pickup latency at a low fixed rate into an idle worker, and idle CPU (worker + Redis)",
 		Variants: func(p Params) []Variant {
-			var vs []Variant
+			vs := []Variant{{Name: "conveyor-wakeups", Run: pickup("", pickupWakeups)}}
 			for _, s := range strings.Split(p.PollIntervals, ",") {
 				s = strings.TrimSpace(s)
 				if s == "" {
 					continue
 				}
 				vs = append(vs,
-					Variant{Name: "asynq-raw-poll=" + s, Run: pickup(s, true)},
-					Variant{Name: "conveyor-poll=" + s, Run: pickup(s, false)})
+					Variant{Name: "asynq-raw-poll=" + s, Run: pickup(s, pickupRaw)},
+					Variant{Name: "conveyor-poll=" + s, Run: pickup(s, pickupPolling)})
 			}
 			return vs
 		},
 	}
 }
 
-func pickup(interval string, raw bool) func(context.Context, *Env) (Metrics, error) {
+// How a pickup variant's worker finds work.
+type pickupMode int
+
+const (
+	pickupRaw     pickupMode = iota // raw asynq polling at the interval
+	pickupPolling                   // Conveyor's worker, WORKER_WAKEUPS=false, polling at the interval
+	pickupWakeups                   // Conveyor's worker as configured by default
+)
+
+func pickup(interval string, mode pickupMode) func(context.Context, *Env) (Metrics, error) {
+	raw := mode == pickupRaw
 	return func(ctx context.Context, env *Env) (Metrics, error) {
-		d, err := time.ParseDuration(interval)
-		if err != nil {
-			return nil, fmt.Errorf("-poll-intervals: %w", err)
+		var d time.Duration
+		if mode != pickupWakeups {
+			var err error
+			if d, err = time.ParseDuration(interval); err != nil {
+				return nil, fmt.Errorf("-poll-intervals: %w", err)
+			}
 		}
 		if err := env.FlushRedis(ctx); err != nil {
 			return nil, err
 		}
 		var proc *Proc
-		if raw {
+		var err error
+		switch mode {
+		case pickupRaw:
 			proc, err = env.StartRaw(ctx, "-mode", "stamp", "-poll", d.String(), "-concurrency", "10")
-		} else {
-			proc, err = env.StartWorker(ctx, "WORKER_POLL_INTERVAL="+d.String())
+		case pickupPolling:
+			proc, err = env.StartWorker(ctx, "WORKER_WAKEUPS=false", "WORKER_POLL_INTERVAL="+d.String())
+		default:
+			proc, err = env.StartWorker(ctx)
 		}
 		if err != nil {
 			return nil, err
@@ -68,8 +88,31 @@ func pickup(interval string, raw bool) func(context.Context, *Env) (Metrics, err
 		}
 		ip, ir, iw := idle.read(ctx)
 
-		client := asynq.NewClient(env.RedisO)
-		defer client.Close()
+		// Each side enqueues as its producers do: raw asynq with its client,
+		// Conveyor with queue.Client (what the api, relay and scheduler use,
+		// which announces the task to idle workers).
+		var enqueue func(context.Context, *asynq.Task) (string, error)
+		if raw {
+			client := asynq.NewClient(env.RedisO)
+			defer client.Close()
+			enqueue = func(ctx context.Context, t *asynq.Task) (string, error) {
+				info, err := client.EnqueueContext(ctx, t, asynq.Queue("default"))
+				if err != nil {
+					return "", err
+				}
+				return info.ID, nil
+			}
+		} else {
+			client, err := queue.NewClient(env.P.RedisURL, tasks.All(), map[string]int{"default": 1})
+			if err != nil {
+				return nil, err
+			}
+			defer client.Close()
+			enqueue = func(ctx context.Context, t *asynq.Task) (string, error) {
+				info, err := client.EnqueueTask(ctx, t, asynq.Queue("default"))
+				return info.ID, err
+			}
+		}
 		var mu sync.Mutex
 		sent := map[string]time.Time{}
 		load := env.meter(ctx, proc)
@@ -83,12 +126,12 @@ func pickup(interval string, raw bool) func(context.Context, *Env) (Metrics, err
 				return err
 			}
 			at := time.Now()
-			info, err := client.EnqueueContext(ctx, t, asynq.Queue("default"))
+			id, err := enqueue(ctx, t)
 			if err != nil {
 				return err
 			}
 			mu.Lock()
-			sent[info.ID] = at
+			sent[id] = at
 			mu.Unlock()
 			return nil
 		})

@@ -99,8 +99,24 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr 
 	defer stopReconciler()
 	go reconciler.Run(rctx)
 
+	// The asynq server's own Redis client: with wake-ups, its hook turns the
+	// processor's polling into waiting (queue.Wakeups).
+	srvRedis, err := queue.RedisClient(redisOpt)
+	if err != nil {
+		return err
+	}
+	defer srvRedis.Close() // after srv.Shutdown (deferred later, so run earlier)
+	checkInterval := cfg.PollInterval
+	if cfg.Wakeups {
+		wakeups := queue.NewWakeups(srvRedis, cfg.Queues, queue.WakeOptions{MaxWait: cfg.PollInterval}, log)
+		wakeups.Start(ctx)
+		defer wakeups.Close()
+		reg.MustRegister(wakeups.Collector())
+		checkInterval = queue.WakeSleep
+	}
+
 	var redisHealth atomic.Pointer[error] // asynq's last Redis health check, read by /healthz
-	srv := asynq.NewServer(redisOpt, asynq.Config{
+	srv := asynq.NewServerFromRedisClient(srvRedis, asynq.Config{
 		Concurrency:    cfg.Concurrency,
 		Queues:         cfg.Queues,
 		StrictPriority: cfg.StrictPriority,
@@ -111,7 +127,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr 
 		BaseContext:              context.Background,
 		ShutdownTimeout:          cfg.ShutdownTimeout,
 		DelayedTaskCheckInterval: time.Second,
-		TaskCheckInterval:        cfg.PollInterval,
+		TaskCheckInterval:        checkInterval,
 		Logger:                   asynqLogger{log.With("component", "asynq")},
 		LogLevel:                 asynqLevel(cfg.LogLevel),
 		HealthCheckInterval:      5 * time.Second,

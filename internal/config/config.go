@@ -78,10 +78,13 @@ type Config struct {
 	Concurrency    int
 	Queues         map[string]int
 	StrictPriority bool
-	// PollInterval is how long an idle worker waits between looks at its
-	// empty queues (asynq's TaskCheckInterval; each wait is drawn from
-	// [PollInterval/2, 1.5×PollInterval)): the pickup latency of a task
-	// enqueued into an idle worker, against Redis calls while idle.
+	// Wakeups (WORKER_WAKEUPS): an idle worker waits for producers' wake-ups
+	// (queue.Wakeups) instead of polling; PollInterval is then the longest
+	// it waits before looking at its queues anyway, which bounds the pickup
+	// of a task that arrives without one. Without wake-ups PollInterval is
+	// asynq's TaskCheckInterval (each pause drawn from [½, 1½) of it): the
+	// pickup latency against Redis calls while idle.
+	Wakeups         bool
 	PollInterval    time.Duration
 	ShutdownTimeout time.Duration
 	RetryBase       time.Duration // 0: each task type's own base
@@ -136,10 +139,15 @@ const (
 	DefaultQueues           = "critical=6,default=3,low=1"
 	DefaultBodyLimit        = 1 << 20
 	DefaultTaskRetention    = 24 * time.Hour
-	// DefaultPollInterval: at 20 ms an idle worker spends ~4.4 % of a core
-	// (worker + Redis) and picks a task up within p99 27 ms; 5 ms gives p99 8 ms
-	// at ~9.5 % (docs/BENCHMARKS.md, pickup curve).
-	DefaultPollInterval = 20 * time.Millisecond
+	// DefaultPollInterval: with wake-ups, how long an idle worker waits for
+	// one before it looks at its queues anyway (tasks enqueued by other
+	// asynq clients are picked up within it). Polling alone would need 5 ms
+	// for a p99 under 10 ms, at ~10 % of a core per idle worker
+	// (docs/BENCHMARKS.md, pickup).
+	DefaultPollInterval = time.Second
+	// MaxWakePollInterval bounds WORKER_POLL_INTERVAL with wake-ups
+	// (queue.MaxWakeWait).
+	MaxWakePollInterval = 5 * time.Second
 	minTokenLen         = 16
 	minJWTSecretLen     = 32
 )
@@ -204,9 +212,13 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 	c.Concurrency = p.intRange("WORKER_CONCURRENCY", 10, 1, 10000)
 	c.Queues = p.queues("WORKER_QUEUES", DefaultQueues)
 	c.StrictPriority = p.boolean("WORKER_STRICT_PRIORITY", false)
+	c.Wakeups = p.boolean("WORKER_WAKEUPS", true)
 	c.PollInterval = p.duration("WORKER_POLL_INTERVAL", DefaultPollInterval, time.Millisecond)
-	if c.PollInterval > time.Minute {
+	switch {
+	case c.PollInterval > time.Minute:
 		p.fail("WORKER_POLL_INTERVAL", fmt.Errorf("%s must be at most 1m", c.PollInterval))
+	case c.Wakeups && c.PollInterval > MaxWakePollInterval:
+		p.fail("WORKER_POLL_INTERVAL", fmt.Errorf("%s must be at most %s with WORKER_WAKEUPS=true", c.PollInterval, MaxWakePollInterval))
 	}
 	c.ShutdownTimeout = p.duration("SHUTDOWN_TIMEOUT", 30*time.Second, time.Second)
 	c.RetryBase = p.duration("RETRY_BASE", 0, 0)

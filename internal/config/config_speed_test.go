@@ -14,8 +14,8 @@ func TestWorkerPollInterval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.PollInterval != config.DefaultPollInterval {
-		t.Errorf("default poll interval = %s, want %s", c.PollInterval, config.DefaultPollInterval)
+	if c.PollInterval != config.DefaultPollInterval || !c.Wakeups {
+		t.Errorf("default poll interval = %s, wake-ups %v; want %s with wake-ups", c.PollInterval, c.Wakeups, config.DefaultPollInterval)
 	}
 	c, err = config.Load(opsEnv(map[string]string{"WORKER_POLL_INTERVAL": "250ms"}), config.RoleWorker)
 	if err != nil {
@@ -24,11 +24,27 @@ func TestWorkerPollInterval(t *testing.T) {
 	if c.PollInterval != 250*time.Millisecond {
 		t.Errorf("poll interval = %s, want 250ms", c.PollInterval)
 	}
-	for _, bad := range []string{"0", "500us", "2m", "soon"} {
-		_, err := config.Load(opsEnv(map[string]string{"WORKER_POLL_INTERVAL": bad}), config.RoleWorker)
+	// Polling only (no wake-ups) allows up to a minute; a wake-up wait at
+	// most MaxWakePollInterval.
+	c, err = config.Load(opsEnv(map[string]string{"WORKER_POLL_INTERVAL": "30s", "WORKER_WAKEUPS": "false"}), config.RoleWorker)
+	if err != nil || c.Wakeups || c.PollInterval != 30*time.Second {
+		t.Errorf("polling 30s: %+v, %v", c.PollInterval, err)
+	}
+	for _, bad := range []map[string]string{
+		{"WORKER_POLL_INTERVAL": "0"},
+		{"WORKER_POLL_INTERVAL": "500us"},
+		{"WORKER_POLL_INTERVAL": "2m", "WORKER_WAKEUPS": "false"},
+		{"WORKER_POLL_INTERVAL": "soon"},
+		{"WORKER_POLL_INTERVAL": "6s"},
+	} {
+		_, err := config.Load(opsEnv(bad), config.RoleWorker)
 		if err == nil || !strings.Contains(err.Error(), "WORKER_POLL_INTERVAL") {
-			t.Errorf("WORKER_POLL_INTERVAL=%s: error = %v, want one naming the variable", bad, err)
+			t.Errorf("%v: error = %v, want one naming WORKER_POLL_INTERVAL", bad, err)
 		}
+	}
+	if _, err := config.Load(opsEnv(map[string]string{"WORKER_WAKEUPS": "maybe"}), config.RoleWorker); err == nil ||
+		!strings.Contains(err.Error(), "WORKER_WAKEUPS") {
+		t.Errorf("WORKER_WAKEUPS=maybe: error = %v", err)
 	}
 }
 

@@ -67,6 +67,7 @@ func (rc RedisConfig) ConnOpt() (asynq.RedisConnOpt, error) {
 // Client enqueues and inspects tasks.
 type Client struct {
 	rdb    redis.UniversalClient
+	wake   *waker // announces ready tasks to idle workers
 	client *asynq.Client
 	insp   *asynq.Inspector
 	reg    *tasks.Registry
@@ -96,6 +97,7 @@ func NewClientFor(rc RedisConfig, reg *tasks.Registry, queues map[string]int) (*
 	}
 	return &Client{
 		rdb:    rdb,
+		wake:   newWaker(rdb),
 		client: asynq.NewClientFromRedisClient(rdb),
 		insp:   asynq.NewInspectorFromRedisClient(rdb),
 		reg:    reg,
@@ -110,7 +112,10 @@ func NewClientFor(rc RedisConfig, reg *tasks.Registry, queues map[string]int) (*
 func (c *Client) SetMinRetention(d time.Duration) { c.minRetention = d }
 
 // Close releases the Redis connections.
-func (c *Client) Close() error { return c.rdb.Close() }
+func (c *Client) Close() error {
+	c.wake.stop()
+	return c.rdb.Close()
+}
 
 // Redis returns the underlying connection (shared with the scheduler lease
 // and health checks): a *redis.ClusterClient on a cluster, so anything that
@@ -282,6 +287,9 @@ func (c *Client) enqueue(ctx context.Context, t *asynq.Task, opts ...asynq.Optio
 	}
 	if err != nil {
 		return TaskInfo{}, fmt.Errorf("enqueue %s: %w: %w", t.Type(), ErrUnavailable, err)
+	}
+	if info.State == asynq.TaskStatePending {
+		c.wake.signal(info.Queue) // an idle worker picks it up now, not at its next poll (wake.go)
 	}
 	return fromInfo(info), nil
 }
