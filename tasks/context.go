@@ -10,11 +10,15 @@ import (
 type taskKey struct{}
 
 // withTask makes t and its result envelope (progress.go) available to the
-// handler.
-func withTask(ctx context.Context, t *asynq.Task) context.Context {
+// handler. keep is false when nothing of t is kept once it completes
+// (retention.go): its result and progress then stay in memory.
+func withTask(ctx context.Context, t *asynq.Task, keep bool) context.Context {
 	ctx = context.WithValue(ctx, taskKey{}, t)
 	if _, ok := ctx.Value(stateKey{}).(*taskState); ok {
 		return ctx // made by the Mux's workflow step hook, which reads the result back
+	}
+	if !keep {
+		return context.WithValue(ctx, stateKey{}, &taskState{discard: true})
 	}
 	return withState(ctx, resultWriter(t))
 }

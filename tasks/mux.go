@@ -78,11 +78,6 @@ func (m *Mux) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	attempt := CurrentAttempt(ctx)
 	queue, _ := asynq.GetQueueName(ctx)
-	log := m.log.With("task_type", t.Type(), "task_id", attempt.TaskID, "queue", queue,
-		"attempt", attempt.Retried+1, "max_retry", attempt.MaxRetry)
-	if rid := t.Headers()[HeaderRequestID]; rid != "" {
-		log = log.With("request_id", rid)
-	}
 	if m.obs != nil {
 		m.obs.TaskStarted(t.Type(), queue)
 	}
@@ -90,19 +85,34 @@ func (m *Mux) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	err := m.admitAndDispatch(ctx, t)
 	elapsed := time.Since(start)
 
-	outcome := OutcomeSucceeded
+	outcome, level, msg := OutcomeSucceeded, slog.LevelInfo, "task succeeded"
 	switch {
 	case err == nil:
-		log.Info("task succeeded", "duration", elapsed)
 	case IsThrottled(err):
-		outcome = OutcomeThrottled
-		log.Debug("task throttled, not started", "reason", err)
+		outcome, level, msg = OutcomeThrottled, slog.LevelDebug, "task throttled, not started"
 	case errors.Is(err, asynq.SkipRetry) || attempt.Last():
-		outcome = OutcomeArchived
-		log.Error("task failed, archived", "duration", elapsed, "err", err)
+		outcome, level, msg = OutcomeArchived, slog.LevelError, "task failed, archived"
 	default:
-		outcome = OutcomeRetried
-		log.Warn("task failed, will retry", "duration", elapsed, "err", err)
+		outcome, level, msg = OutcomeRetried, slog.LevelWarn, "task failed, will retry"
+	}
+	// One line per attempt, its attributes built only when it is written
+	// (a logger made With them per task costs more than the line).
+	if m.log.Enabled(ctx, level) {
+		attrs := make([]slog.Attr, 0, 8)
+		attrs = append(attrs, slog.String("task_type", t.Type()), slog.String("task_id", attempt.TaskID),
+			slog.String("queue", queue), slog.Int("attempt", attempt.Retried+1), slog.Int("max_retry", attempt.MaxRetry))
+		if rid := t.Headers()[HeaderRequestID]; rid != "" {
+			attrs = append(attrs, slog.String("request_id", rid))
+		}
+		switch outcome {
+		case OutcomeThrottled:
+			attrs = append(attrs, slog.Any("reason", err))
+		case OutcomeSucceeded:
+			attrs = append(attrs, slog.Duration("duration", elapsed))
+		default:
+			attrs = append(attrs, slog.Duration("duration", elapsed), slog.Any("err", err))
+		}
+		m.log.LogAttrs(ctx, level, msg, attrs...)
 	}
 	if m.obs != nil {
 		m.obs.TaskFinished(t.Type(), queue, outcome, elapsed)

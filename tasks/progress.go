@@ -55,6 +55,9 @@ type taskState struct {
 	mu  sync.Mutex
 	w   io.Writer // the task's ResultWriter; nil outside a worker
 	env resultEnvelope
+	// discard: nothing of the task is kept and no workflow reads its
+	// result, so results and progress are dropped unencoded.
+	discard bool
 }
 
 type stateKey struct{}
@@ -84,7 +87,7 @@ func (s *taskState) update(change func(*resultEnvelope)) error {
 // writeResult stores v (as JSON) as the task's result.
 func writeResult(ctx context.Context, v any) error {
 	s, ok := ctx.Value(stateKey{}).(*taskState)
-	if !ok {
+	if !ok || s.discard {
 		return nil
 	}
 	b, err := json.Marshal(v)
@@ -101,7 +104,7 @@ func writeResult(ctx context.Context, v any) error {
 // Outside a worker (handler unit tests) it does nothing.
 func ReportProgress(ctx context.Context, done, total int64, msg string) error {
 	s, ok := ctx.Value(stateKey{}).(*taskState)
-	if !ok || s.w == nil {
+	if !ok || s.w == nil || s.discard {
 		return nil
 	}
 	p := &Progress{Done: done, Total: total, Message: msg, UpdatedAt: time.Now().UTC()}

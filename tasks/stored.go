@@ -9,7 +9,7 @@ import "github.com/hibiken/asynq"
 func (t Type) TaskFromStored(payload []byte, headers map[string]string, extra ...asynq.Option) *asynq.Task {
 	o := t.Opts
 	opts := append([]asynq.Option{
-		asynq.Queue(o.Queue), asynq.MaxRetry(o.MaxRetry), asynq.Timeout(o.Timeout), asynq.Retention(o.Retention),
+		asynq.Queue(o.Queue), asynq.MaxRetry(o.MaxRetry), asynq.Timeout(o.Timeout), asynq.Retention(o.retention(DefaultRetention)),
 	}, extra...)
 	return asynq.NewTaskWithHeaders(t.Name, payload, headers, opts...)
 }

@@ -15,6 +15,12 @@ import (
 // In a workflow its result's "value" is Add plus the values of its parents'
 // results, and "parents" counts them: a chain or chord of pings shows that
 // results travel along the DAG.
+//
+// It is fire-and-forget: nothing of a completed ping is kept in Redis
+// (NoRetention) and its result is not written, so a drain of pings costs
+// what raw asynq does. A workflow step still passes its result on (the step
+// hook reads it in memory), and a caller that wants to read one ping's
+// result enqueues it with a retention (POST /api/v1/tasks "retention").
 const TypeSystemPing = "system:ping"
 
 // SystemPingPayload is the payload of system:ping.
@@ -29,7 +35,7 @@ func (SystemPingPayload) TypeName() string { return TypeSystemPing }
 
 // Opts implements Payload.
 func (SystemPingPayload) Opts() Opts {
-	return Opts{Queue: "default", MaxRetry: 3, Timeout: 2 * time.Minute, Retention: time.Hour,
+	return Opts{Queue: "default", MaxRetry: 3, Timeout: 2 * time.Minute, Retention: NoRetention,
 		RetryBase: 5 * time.Second, RetryCap: time.Minute}
 }
 

@@ -41,10 +41,13 @@ type Payload interface {
 // Opts are a task type's defaults. Producers may override Queue, MaxRetry and
 // Timeout per task; the retry curve stays the type's.
 type Opts struct {
-	Queue     string
-	MaxRetry  int
-	Timeout   time.Duration
-	Retention time.Duration // how long a completed task (and its result) is kept
+	Queue    string
+	MaxRetry int
+	Timeout  time.Duration
+	// Retention is how long a completed task and its result stay in Redis:
+	// NoRetention for fire-and-forget work, zero for the default
+	// (TASK_RETENTION, DefaultRetention). See retention.go.
+	Retention time.Duration
 	// Retry delay n (0-based) is uniform in [0, min(RetryCap, RetryBase·2ⁿ)]:
 	// exponential backoff with full jitter.
 	RetryBase time.Duration
@@ -62,7 +65,7 @@ type Opts struct {
 const (
 	DefaultQueue     = "default"
 	DefaultTimeout   = 30 * time.Minute
-	DefaultRetention = 24 * time.Hour
+	DefaultRetention = 24 * time.Hour // for a type that declares none (TASK_RETENTION at producers)
 	DefaultRetryBase = 10 * time.Second
 	DefaultRetryCap  = time.Hour
 )
@@ -73,9 +76,6 @@ func (o Opts) withDefaults() Opts {
 	}
 	if o.Timeout == 0 {
 		o.Timeout = DefaultTimeout
-	}
-	if o.Retention == 0 {
-		o.Retention = DefaultRetention
 	}
 	if o.RetryBase == 0 {
 		o.RetryBase = DefaultRetryBase
@@ -132,7 +132,7 @@ func NewWithHeaders(p Payload, headers map[string]string, extra ...asynq.Option)
 	o := p.Opts().withDefaults()
 	headers = withDefaultExpiry(headers, o.ExpiresIn)
 	opts := append([]asynq.Option{
-		asynq.Queue(o.Queue), asynq.MaxRetry(o.MaxRetry), asynq.Timeout(o.Timeout), asynq.Retention(o.Retention),
+		asynq.Queue(o.Queue), asynq.MaxRetry(o.MaxRetry), asynq.Timeout(o.Timeout), asynq.Retention(o.retention(DefaultRetention)),
 	}, extra...)
 	return asynq.NewTaskWithHeaders(p.TypeName(), b, headers, opts...), nil
 }
@@ -142,7 +142,16 @@ func NewWithHeaders(p Payload, headers map[string]string, extra ...asynq.Option)
 func decode[P Payload](b []byte, strict bool) (P, error) {
 	var p P
 	trimmed := bytes.TrimSpace(b)
-	if len(trimmed) == 0 || string(trimmed) == "null" {
+	if len(trimmed) == 0 || string(trimmed) == "null" || string(trimmed) == "{}" {
+		return p, p.Validate()
+	}
+	if !strict {
+		// The worker's path, once per task: Unmarshal, unlike a Decoder,
+		// allocates nothing beyond the payload (trailing data is a syntax
+		// error there too).
+		if err := json.Unmarshal(trimmed, &p); err != nil {
+			return p, decodeError(err)
+		}
 		return p, p.Validate()
 	}
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
@@ -206,12 +215,13 @@ func Define[P Payload](makeHandler func(d Deps) Handler[P]) Type {
 		},
 		handler: func(d Deps) asynq.Handler {
 			h := makeHandler(d)
+			declared := zero.Opts().Retention
 			return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
 				p, err := decode[P](t.Payload(), false)
 				if err != nil {
 					return Permanent(fmt.Errorf("%s payload rejected: %w", t.Type(), err))
 				}
-				return h(withTask(ctx, t), p)
+				return h(withTask(ctx, t, keepsResult(declared, t)), p)
 			})
 		},
 	}

@@ -107,7 +107,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := queue.RequireNoEviction(ctx, q.Redis(), log); err != nil {
 		return err
 	}
-	q.SetMinRetention(cfg.TaskRetention)
+	q.SetDefaultRetention(cfg.TaskRetention)
 
 	// Queue statistics are exported by the api only: one kind of process,
 	// so the numbers are not repeated by every worker.

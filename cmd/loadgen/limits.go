@@ -82,7 +82,8 @@ func drainWithLimits(set map[string]limits.Limits, n int) func(context.Context, 
 		}
 		insp := asynq.NewInspector(env.RedisO)
 		defer insp.Close()
-		if err := prefillPaused(ctx, env, insp, n, conveyorEnqueue); err != nil {
+		// Kept, with results: the drain counts completed tasks and reads start times.
+		if err := prefillPaused(ctx, env, insp, n, keptPing(time.Hour)); err != nil {
 			return nil, err
 		}
 		proc, err := env.StartWorker(ctx, "WORKER_CONCURRENCY="+strconv.Itoa(env.P.Concurrency), "WORKER_QUEUES=default=1")

@@ -122,7 +122,7 @@ func pickup(interval string, mode pickupMode) func(context.Context, *Env) (Metri
 			// Kept 10 minutes whatever the type's retention, to read the handler's start time.
 			if raw {
 				t = asynq.NewTask(tasks.TypeSystemPing, []byte(`{}`), asynq.Retention(10*time.Minute))
-			} else if t, err = tasks.New(tasks.SystemPingPayload{}, asynq.Retention(10*time.Minute)); err != nil {
+			} else if t, err = keptPing(10 * time.Minute)(0); err != nil {
 				return err
 			}
 			at := time.Now()

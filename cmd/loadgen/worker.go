@@ -48,8 +48,18 @@ func rawEnqueue(retention time.Duration) taskMaker {
 }
 
 // conveyorEnqueue builds the task as the API and the registry do, with the
-// type's own options (queue, retry, timeout, retention).
+// type's own options (queue, retry, timeout, retention: a ping keeps
+// nothing).
 func conveyorEnqueue(int) (*asynq.Task, error) { return tasks.New(tasks.SystemPingPayload{}) }
+
+// keptPing is a ping kept for d with its result, as a caller of POST
+// /api/v1/tasks with "retention" gets it: for scenarios that read the
+// handlers' start times back.
+func keptPing(d time.Duration) taskMaker {
+	return func(int) (*asynq.Task, error) {
+		return tasks.NewWithHeaders(tasks.SystemPingPayload{}, map[string]string{tasks.HeaderKeepResult: "1"}, asynq.Retention(d))
+	}
+}
 
 // prefill enqueues n tasks into the paused default queue with 8 goroutines.
 func prefill(ctx context.Context, env *Env, n int, mk taskMaker) error {

@@ -76,7 +76,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr 
 	if err := queue.RequireNoEviction(ctx, q.Redis(), log); err != nil {
 		return err
 	}
-	q.SetMinRetention(cfg.TaskRetention)
+	q.SetDefaultRetention(cfg.TaskRetention)
 
 	lease := schedule.NewLease(q.Redis(), id, cfg.LeaseTTL, log)
 	log = log.With("scheduler_id", lease.ID())

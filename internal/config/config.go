@@ -118,9 +118,9 @@ type Config struct {
 	// PrometheusURL is the Prometheus server Asynqmon's charts query; empty
 	// hides the charts.
 	PrometheusURL string
-	// TaskRetention is how long, at least, a completed task and its result
-	// stay in Redis. A task type whose own Retention is longer keeps it: a
-	// chosen task ID deduplicates only while the first task is still kept.
+	// TaskRetention is how long a completed task and its result stay in
+	// Redis when its type declares no Retention of its own (every shipped
+	// type declares one). It is not a floor: see tasks/retention.go.
 	TaskRetention time.Duration
 }
 

@@ -60,7 +60,7 @@ func TestRedisCluster(t *testing.T) {
 	}
 
 	// A task enqueued through the API completes; the long poll sees it.
-	task := enqueue(t, e.Platform, `{"type":"system:ping","payload":{}}`)
+	task := enqueue(t, e.Platform, `{"type":"system:ping","retention":3600,"payload":{}}`)
 	var done taskView
 	if status, raw := e.Do(http.MethodGet, "/api/v1/tasks/"+task.ID+"?wait=30s", nil, &done); status != http.StatusOK ||
 		done.State != "completed" || done.Result["pong"] != true {

@@ -62,7 +62,7 @@ func waitState(t *testing.T, p *testenv.Platform, id, state string, timeout time
 func TestPingCompletes(t *testing.T) {
 	t.Parallel()
 	p := testenv.StartPlatform(t, testenv.PlatformOptions{})
-	task := enqueue(t, p, `{"type":"system:ping","payload":{}}`)
+	task := enqueue(t, p, `{"type":"system:ping","retention":3600,"payload":{}}`)
 	if task.Type != "system:ping" || task.Queue != "default" || task.State != "pending" {
 		t.Fatalf("enqueue answer = %+v", task)
 	}
@@ -107,7 +107,7 @@ func TestOrderProcessCompletesOrder(t *testing.T) {
 func TestFailingTaskRetriesWithBackoffThenArchives(t *testing.T) {
 	t.Parallel()
 	p := testenv.StartPlatform(t, testenv.PlatformOptions{Env: []string{"RETRY_BASE=1s", "RETRY_MAX=8s"}})
-	task := enqueue(t, p, `{"type":"system:ping","payload":{"fail":"boom on purpose"},"max_retry":3}`)
+	task := enqueue(t, p, `{"type":"system:ping","retention":3600,"payload":{"fail":"boom on purpose"},"max_retry":3}`)
 
 	// Watch the retry states: each delay must stay under its backoff ceiling
 	// (base·2ⁿ, capped), and the ceilings grow.
@@ -196,7 +196,7 @@ func TestAPIRejectsBadTasks(t *testing.T) {
 	}
 
 	// Duplicate task_id → 409; unknown id → 404; no token → 401.
-	enqueue(t, p, `{"type":"system:ping","task_id":"only-once"}`)
+	enqueue(t, p, `{"type":"system:ping","retention":3600,"task_id":"only-once"}`)
 	if status, raw := p.Do(http.MethodPost, "/api/v1/tasks", `{"type":"system:ping","task_id":"only-once"}`, nil); status != http.StatusConflict {
 		t.Errorf("duplicate task_id: %d %s", status, raw)
 	}
@@ -212,7 +212,7 @@ func TestWorkerFinishesSlowTaskOnSIGTERM(t *testing.T) {
 	t.Parallel()
 	p := testenv.StartPlatform(t, testenv.PlatformOptions{NoWorker: true})
 	worker, _ := p.StartWorker()
-	task := enqueue(t, p, `{"type":"system:ping","payload":{"sleep_ms":3000}}`)
+	task := enqueue(t, p, `{"type":"system:ping","retention":3600,"payload":{"sleep_ms":3000}}`)
 	waitState(t, p, task.ID, "active", 30*time.Second)
 
 	start := time.Now()
@@ -232,7 +232,7 @@ func TestWorkerRequeuesUnfinishedTaskAfterShutdownTimeout(t *testing.T) {
 	t.Parallel()
 	p := testenv.StartPlatform(t, testenv.PlatformOptions{NoWorker: true, Env: []string{"SHUTDOWN_TIMEOUT=1s"}})
 	worker, _ := p.StartWorker()
-	task := enqueue(t, p, `{"type":"system:ping","payload":{"sleep_ms":60000}}`)
+	task := enqueue(t, p, `{"type":"system:ping","retention":3600,"payload":{"sleep_ms":60000}}`)
 	waitState(t, p, task.ID, "active", 30*time.Second)
 	if err := worker.Stop(30 * time.Second); err != nil {
 		t.Fatalf("worker did not exit: %v", err)
@@ -316,7 +316,7 @@ func openDB(t *testing.T, url string) *sqlx.DB {
 func TestCancelActiveTask(t *testing.T) {
 	t.Parallel()
 	p := testenv.StartPlatform(t, testenv.PlatformOptions{})
-	task := enqueue(t, p, `{"type":"system:ping","payload":{"sleep_ms":60000}}`)
+	task := enqueue(t, p, `{"type":"system:ping","retention":3600,"payload":{"sleep_ms":60000}}`)
 	waitState(t, p, task.ID, "active", 30*time.Second)
 
 	var res struct{ ID, Result string }

@@ -82,7 +82,7 @@ func TestRateLimitHoldsAcrossThreeWorkers(t *testing.T) {
 	// enqueueing under load) is what spreads them out.
 	ids := make([]string, n)
 	for i := range ids {
-		ids[i] = enqueue(t, p, `{"type":"system:ping","payload":{}}`).ID
+		ids[i] = enqueue(t, p, `{"type":"system:ping","retention":3600,"payload":{}}`).ID
 	}
 	for range 3 {
 		p.StartWorker()
@@ -130,11 +130,11 @@ func TestPerKeyLimitRuntimeChangeAndExpiry(t *testing.T) {
 
 	var held []string
 	for range 4 {
-		held = append(held, enqueue(t, p, `{"type":"system:ping","payload":{"sleep_ms":1}}`).ID)
+		held = append(held, enqueue(t, p, `{"type":"system:ping","retention":3600,"payload":{"sleep_ms":1}}`).ID)
 	}
 	var others []string
 	for i := range 20 {
-		others = append(others, enqueue(t, p, fmt.Sprintf(`{"type":"system:ping","payload":{"sleep_ms":%d}}`, 10+i)).ID)
+		others = append(others, enqueue(t, p, fmt.Sprintf(`{"type":"system:ping","retention":3600,"payload":{"sleep_ms":%d}}`, 10+i)).ID)
 	}
 	waitCompleted(t, p, others, 30*time.Second)
 	throttled := 0
@@ -159,7 +159,7 @@ func TestPerKeyLimitRuntimeChangeAndExpiry(t *testing.T) {
 	}
 
 	// Expired before it was due: archived, never run.
-	exp := enqueue(t, p, `{"type":"system:ping","payload":{},"countdown":2,"expires_in":1}`)
+	exp := enqueue(t, p, `{"type":"system:ping","retention":3600,"payload":{},"countdown":2,"expires_in":1}`)
 	v := waitState(t, p, exp.ID, "archived", 30*time.Second)
 	if !strings.HasPrefix(v.LastError, "expired at ") || v.Result != nil {
 		t.Fatalf("expired task: last_error %q, result %v", v.LastError, v.Result)
@@ -194,7 +194,7 @@ func TestConcurrencyLimitAcrossWorkers(t *testing.T) {
 	p.StartWorker()
 	var ids []string
 	for range 8 {
-		ids = append(ids, enqueue(t, p, `{"type":"system:ping","payload":{"sleep_ms":1500}}`).ID)
+		ids = append(ids, enqueue(t, p, `{"type":"system:ping","retention":3600,"payload":{"sleep_ms":1500}}`).ID)
 	}
 	tasks := waitCompleted(t, p, ids, 2*time.Minute)
 	type edge struct {
@@ -238,12 +238,12 @@ func TestKilledWorkersSlotFrees(t *testing.T) {
 	victim, _ := p.StartWorker()
 	// Longer than the lease; short enough that, should the dead worker's
 	// task be recovered and take the slot again, the test still ends.
-	stuck := enqueue(t, p, `{"type":"system:ping","payload":{"sleep_ms":20000,"fail":"order-1"}}`)
+	stuck := enqueue(t, p, `{"type":"system:ping","retention":3600,"payload":{"sleep_ms":20000,"fail":"order-1"}}`)
 	waitState(t, p, stuck.ID, "active", 30*time.Second)
 	victim.Kill()
 	p.StartWorker()
 
-	next := enqueue(t, p, `{"type":"system:ping","payload":{"sleep_ms":1,"fail":"order-1"}}`)
+	next := enqueue(t, p, `{"type":"system:ping","retention":3600,"payload":{"sleep_ms":1,"fail":"order-1"}}`)
 	// Throttled first (the dead worker's lease still counts), then run.
 	var seen sync.Once
 	testenv.Eventually(t, 60*time.Second, func() bool {

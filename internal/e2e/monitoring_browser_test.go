@@ -86,7 +86,7 @@ func TestDashboardInABrowser(t *testing.T) {
 	}})
 	var ids []string
 	for range 3 {
-		ids = append(ids, enqueue(t, p, `{"type":"system:ping","payload":{}}`).ID)
+		ids = append(ids, enqueue(t, p, `{"type":"system:ping","retention":3600,"payload":{}}`).ID)
 	}
 
 	// Without the right password: 401 with a Basic challenge.

@@ -76,9 +76,9 @@ func TestMetricsMoveAfterTasks(t *testing.T) {
 	p := testenv.StartPlatform(t, testenv.PlatformOptions{NoWorker: true})
 	_, workerURL := p.StartWorker()
 
-	ok1 := enqueue(t, p, `{"type":"system:ping","payload":{}}`)
-	ok2 := enqueue(t, p, `{"type":"system:ping","payload":{}}`)
-	bad := enqueue(t, p, `{"type":"system:ping","payload":{"fail":"drill"},"max_retry":0}`)
+	ok1 := enqueue(t, p, `{"type":"system:ping","retention":3600,"payload":{}}`)
+	ok2 := enqueue(t, p, `{"type":"system:ping","retention":3600,"payload":{}}`)
+	bad := enqueue(t, p, `{"type":"system:ping","retention":3600,"payload":{"fail":"drill"},"max_retry":0}`)
 	waitState(t, p, ok1.ID, "completed", 30*time.Second)
 	waitState(t, p, ok2.ID, "completed", 30*time.Second)
 	waitState(t, p, bad.ID, "archived", 30*time.Second)
@@ -156,7 +156,7 @@ func TestRequestIDReachesWorkerLogs(t *testing.T) {
 	worker, _ := p.StartWorker()
 
 	const rid = "ops-e2e-request-7f3a"
-	req, _ := http.NewRequest(http.MethodPost, p.APIURL+"/api/v1/tasks", strings.NewReader(`{"type":"system:ping","payload":{}}`))
+	req, _ := http.NewRequest(http.MethodPost, p.APIURL+"/api/v1/tasks", strings.NewReader(`{"type":"system:ping","retention":3600,"payload":{}}`))
 	req.Header.Set("Authorization", "Bearer "+p.Token)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Request-ID", rid)
@@ -233,13 +233,15 @@ func TestProgressResultAndWait(t *testing.T) {
 	}
 }
 
-// TestTaskRetention: TASK_RETENTION raises how long completed tasks stay
-// (system:ping keeps its results for 1 h by itself).
+// TestTaskRetention: a completed system:ping leaves nothing in Redis (its
+// type keeps nothing) and GET says why it is gone; a caller that asks for a
+// retention gets it.
 func TestTaskRetention(t *testing.T) {
 	t.Parallel()
-	p := testenv.StartPlatform(t, testenv.PlatformOptions{Env: []string{"TASK_RETENTION=48h"}})
-	task := enqueue(t, p, `{"type":"system:ping","payload":{}}`)
-	waitState(t, p, task.ID, "completed", 30*time.Second)
+	p := testenv.StartPlatform(t, testenv.PlatformOptions{})
+	kept := enqueue(t, p, `{"type":"system:ping","retention":172800,"payload":{}}`)
+	gone := enqueue(t, p, `{"type":"system:ping","payload":{}}`)
+	waitState(t, p, kept.ID, "completed", 30*time.Second)
 
 	opt, err := redis.ParseURL(p.RedisURL)
 	if err != nil {
@@ -247,14 +249,28 @@ func TestTaskRetention(t *testing.T) {
 	}
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()
+	ctx := context.Background()
 	// asynq scores a completed task, in its queue's completed set, with the
 	// Unix time at which its retention ends.
-	expires, err := rdb.ZScore(context.Background(), "asynq:{default}:completed", task.ID).Result()
+	expires, err := rdb.ZScore(ctx, "asynq:{default}:completed", kept.ID).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	kept := time.Until(time.Unix(int64(expires), 0))
-	if kept < 47*time.Hour || kept > 48*time.Hour {
-		t.Errorf("completed task kept for %s more, want about 48h (TASK_RETENTION)", kept)
+	if left := time.Until(time.Unix(int64(expires), 0)); left < 47*time.Hour || left > 48*time.Hour {
+		t.Errorf("completed task kept for %s more, want about 48h (its retention)", left)
+	}
+
+	var e struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		status, _ := p.Do(http.MethodGet, "/api/v1/tasks/"+gone.ID, nil, &e)
+		return status == http.StatusNotFound
+	}, "the plain ping never left Redis")
+	if e.Error.Code != "not_found" || !strings.Contains(e.Error.Message, "system:ping nothing kept") {
+		t.Errorf("GET of the finished ping: %+v, want not_found naming system:ping's retention", e.Error)
+	}
+	if n, err := rdb.Exists(ctx, "asynq:{default}:t:"+gone.ID).Result(); err != nil || n != 0 {
+		t.Errorf("the finished ping's task hash exists (%d, %v)", n, err)
 	}
 }

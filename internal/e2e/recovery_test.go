@@ -40,7 +40,7 @@ func TestWorkerSIGKILLTasksRunAgainWithinSeconds(t *testing.T) {
 	var samples []time.Duration
 	for round := range rounds {
 		for range perRound {
-			all = append(all, enqueue(t, p, `{"type":"system:ping","payload":{"sleep_ms":9000},"max_retry":10}`).ID)
+			all = append(all, enqueue(t, p, `{"type":"system:ping","retention":3600,"payload":{"sleep_ms":9000},"max_retry":10}`).ID)
 		}
 		// Everything not finished is active on the victim (the only worker).
 		before := map[string]int{}
@@ -107,7 +107,7 @@ func TestFrozenWorkerKeepsItsTasks(t *testing.T) {
 	t.Parallel()
 	p := testenv.StartPlatform(t, testenv.PlatformOptions{NoWorker: true})
 	frozen, _ := p.StartWorker()
-	task := enqueue(t, p, `{"type":"system:ping","payload":{"sleep_ms":4000}}`)
+	task := enqueue(t, p, `{"type":"system:ping","retention":3600,"payload":{"sleep_ms":4000}}`)
 	waitState(t, p, task.ID, "active", 30*time.Second)
 	other, _ := p.StartWorker()
 

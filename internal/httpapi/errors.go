@@ -68,11 +68,18 @@ func toAPIError(err error) *APIError {
 	var ae *APIError
 	var fe tasks.FieldErrors
 	var he *echo.HTTPError
+	var missing *queue.MissingTask
 	switch {
 	case errors.As(err, &ae):
 		return ae
 	case errors.As(err, &fe):
 		return errValidation(fe)
+	case errors.As(err, &missing):
+		code := map[string]string{queue.MissingExpired: "task_expired", queue.MissingNotEnqueued: "task_not_enqueued"}[missing.Reason]
+		if code == "" {
+			code = "not_found"
+		}
+		return &APIError{Status: http.StatusNotFound, Code: code, Message: missing.Error()}
 	case errors.Is(err, queue.ErrNotFound):
 		return errNotFound("task")
 	case errors.Is(err, queue.ErrConflict):

@@ -45,7 +45,7 @@ func addRoutes(e *echo.Echo, opts Options, d Deps) {
 	// Admin endpoints: an admin user's JWT, an API key or API_TOKEN.
 	route(http.MethodPost, "/tasks", handleTaskCreate(d.Queue), requireAdmin, idempotent(d.DB, opts.IdempotencyTTL, opts.TaskIDSecret))
 	route(http.MethodPost, "/tasks/batch", handleTaskBatch(d.Queue), requireAdmin, idempotent(d.DB, opts.IdempotencyTTL, opts.TaskIDSecret))
-	route(http.MethodGet, "/tasks/:id", handleTaskGet(d.Queue), requireAdmin)
+	route(http.MethodGet, "/tasks/:id", handleTaskGet(d.Queue, d.DB), requireAdmin)
 	route(http.MethodDelete, "/tasks/:id", handleTaskCancel(d.Queue, opts.CancelWait), requireAdmin)
 	route(http.MethodPost, "/tasks/:id/run", handleTaskRun(d.Queue), requireAdmin)
 	route(http.MethodGet, "/queues", handleQueueList(d.Queue, d.DB), requireAdmin)

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -30,6 +31,7 @@ type taskRequest struct {
 	TaskID    string          `json:"task_id"`
 	ExpiresIn *int64          `json:"expires_in"`
 	ExpiresAt string          `json:"expires_at"`
+	Retention *int64          `json:"retention"`
 }
 
 // taskResponse is the answer of POST /api/v1/tasks and one item of the batch's.
@@ -65,6 +67,7 @@ func (req taskRequest) prepare(q *queue.Client, derivedTaskID, requestID string)
 		Type: req.Type, Payload: req.Payload, Queue: req.Queue, MaxRetry: req.MaxRetry,
 		Countdown: req.Countdown, ETA: eta, Timeout: req.Timeout, UniqueFor: req.UniqueFor,
 		TaskID: req.TaskID, DerivedTaskID: derivedTaskID, RequestID: requestID, ExpiresAt: expires,
+		Retention: req.Retention,
 	})
 }
 
@@ -93,8 +96,15 @@ const maxTaskWait = 60 * time.Second
 // handleTaskGet shows a task's state, progress and result
 // (GET /api/v1/tasks/{id}). With ?wait=30s it long-polls: it answers as soon
 // as the task has finished (completed or archived), or with its current
-// state when the wait ends, like Celery's AsyncResult.get(timeout=30).
-func handleTaskGet(q *queue.Client) echo.HandlerFunc {
+// state when the wait ends, like Celery's AsyncResult.get(timeout=30). A task
+// that is in no queue gets a 404 that says why, from its outbox row if it
+// has one (queue.Client.Missing): its record expired after its type's
+// retention, it is not enqueued yet, or it was never enqueued.
+func handleTaskGet(q *queue.Client, db *sqlx.DB) echo.HandlerFunc {
+	var outbox *store.Outbox
+	if db != nil {
+		outbox = store.NewOutbox(db)
+	}
 	return func(c echo.Context) error {
 		wait, err := parseWait(c.QueryParam("wait"))
 		if err != nil {
@@ -106,6 +116,9 @@ func handleTaskGet(q *queue.Client) echo.HandlerFunc {
 			info, err = q.WaitTask(ctx, id, qname, wait)
 		} else {
 			info, err = q.GetTask(ctx, id, qname)
+		}
+		if errors.Is(err, queue.ErrNotFound) {
+			return q.Missing(ctx, outbox, id)
 		}
 		if err != nil {
 			return err

@@ -41,7 +41,7 @@ type taskTypeView struct {
 func newTaskTypeView(t tasks.Type, l limits.Limits) taskTypeView {
 	v := taskTypeView{
 		Type: t.Name, Queue: t.Opts.Queue, MaxRetry: t.Opts.MaxRetry,
-		Timeout: t.Opts.Timeout.Seconds(), Retention: t.Opts.Retention.Seconds(),
+		Timeout: t.Opts.Timeout.Seconds(), Retention: t.Retention().Seconds(),
 		RetryBase: t.Opts.RetryBase.Seconds(), RetryCap: t.Opts.RetryCap.Seconds(),
 		PayloadFields: t.Fields, Limits: l,
 	}

@@ -50,7 +50,7 @@ func TestTaskTypeCatalog(t *testing.T) {
 	byType := map[string]int{}
 	for i, d := range got.Data {
 		byType[d.Type] = i
-		if d.Queue == "" || d.MaxRetry == nil || d.Timeout <= 0 || d.Retention <= 0 || d.RetryBase <= 0 || d.RetryCap <= 0 || len(d.Limits) == 0 {
+		if d.Queue == "" || d.MaxRetry == nil || d.Timeout <= 0 || d.Retention < 0 || d.RetryBase <= 0 || d.RetryCap <= 0 || len(d.Limits) == 0 {
 			t.Errorf("incomplete entry: %+v", d)
 		}
 	}

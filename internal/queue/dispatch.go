@@ -21,8 +21,8 @@ type DispatcherOptions struct {
 	// Batch is the most rows one transaction claims; default 500.
 	Batch int
 	// Relay says how failures are recorded (RetryBase, RetryCap,
-	// DeadAttempts) and the retention floor (MinRetention): the same
-	// settings as the relay's, whose defaults apply.
+	// DeadAttempts): the same settings as the relay's, whose defaults
+	// apply.
 	Relay RelayOptions
 	// Metrics counts sent and dropped rows (nil: not counted).
 	Metrics *observe.DispatchMetrics

@@ -29,7 +29,8 @@ import (
 //
 //   - every worker writes a heartbeat into Redis every Interval (1 s) from
 //     its own goroutine, independent of handlers, and names the tasks it is
-//     running (recorded before each handler starts);
+//     running (recorded before each handler starts; the claims of tasks that
+//     start together share one HSET, see claim);
 //   - every worker also reaps: a worker whose heartbeat is older than
 //     DeadAfter (10 s) is dead, and each task it held goes back to the head
 //     of its queue — provided asynq, too, has stopped extending that task's
@@ -115,6 +116,12 @@ type Liveness struct {
 	running  map[string]runningTask
 	finished []string // claims to drop at the next heartbeat
 
+	// claimsMu guards the batch of claims waiting to be written and whether
+	// a writer goroutine is running (claim).
+	claimsMu sync.Mutex
+	pending  *claimBatch
+	writing  bool
+
 	lastErr   time.Time // last Redis error seen by this process (zero: none)
 	recovered *prometheus.CounterVec
 	reaped    prometheus.Counter
@@ -173,11 +180,8 @@ func (l *Liveness) Middleware(next asynq.Handler) asynq.Handler {
 		l.mu.Lock()
 		l.running[id] = runningTask{queue: queue, cancel: cancel}
 		l.mu.Unlock()
-		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		err := l.rdb.HSet(cctx, heldKey(l.id), id, queue).Err()
-		ccancel()
 		l.claimMu.RUnlock()
-		if err != nil {
+		if err := l.claim(id, queue); err != nil {
 			// The next heartbeat records it; until then a crash leaves it
 			// to asynq's own recoverer.
 			l.log.Warn("cannot record task in heartbeat", "task_id", id, "queue", queue, "err", err)
@@ -190,6 +194,60 @@ func (l *Liveness) Middleware(next asynq.Handler) asynq.Handler {
 		}()
 		return next.ProcessTask(ctx, t)
 	})
+}
+
+// claimBatch is the claims of tasks that started while the previous batch
+// was being written: one HSET records them all (group commit), so a busy
+// worker spends one Redis round trip per batch rather than per task, and
+// every handler still starts only once its claim is in Redis.
+type claimBatch struct {
+	fields []any // task ID, queue, task ID, queue, …
+	err    error
+	done   chan struct{} // closed when written (or failed)
+}
+
+// claim records task id of queue in this worker's held hash and returns
+// once it is there. The first claim of an idle worker starts a writer
+// goroutine that writes batch after batch until none is waiting.
+func (l *Liveness) claim(id, queue string) error {
+	l.claimsMu.Lock()
+	b := l.pending
+	if b == nil {
+		b = &claimBatch{done: make(chan struct{})}
+		l.pending = b
+	}
+	b.fields = append(b.fields, id, queue)
+	if !l.writing {
+		l.writing = true
+		go l.writeClaims()
+	}
+	l.claimsMu.Unlock()
+	<-b.done
+	return b.err
+}
+
+// writeClaims writes the waiting batches one at a time until none is left.
+func (l *Liveness) writeClaims() {
+	for {
+		l.claimsMu.Lock()
+		b := l.pending
+		l.pending = nil
+		if b == nil {
+			l.writing = false
+			l.claimsMu.Unlock()
+			return
+		}
+		l.claimsMu.Unlock()
+
+		// Under claimMu like a single claim, so a heartbeat never runs in
+		// the middle of the write (see beat).
+		l.claimMu.RLock()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		b.err = l.rdb.HSet(ctx, heldKey(l.id), b.fields...).Err()
+		cancel()
+		l.claimMu.RUnlock()
+		close(b.done)
+	}
 }
 
 // Start writes the first heartbeat (failing if Redis is unreachable) and

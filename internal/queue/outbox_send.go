@@ -34,8 +34,9 @@ type outboxSender struct {
 // tx commits asynchronously (db.AsyncCommit): losing the "sent" marks in a
 // PostgreSQL crash only makes those rows due again, and a row sent twice is
 // still one task. The second enqueue uses the same task ID, which asynq
-// refuses while the first task is kept (MinRetention): counted as sent. And
-// past that window the consumers tolerate a repeat: a workflow step's task
+// refuses while the first task is kept (its type's retention, see
+// tasks/retention.go): counted as sent. And past that window the consumers
+// tolerate a repeat: a workflow step's task
 // is dropped unless its step is still `enqueued`, emails deduplicate on
 // their key in email_log, order:process moves an order only from pending.
 // What must survive a crash — the row itself, written by the producer's
@@ -124,8 +125,8 @@ func (s *outboxSender) send(ctx context.Context, row store.OutboxEntry) error {
 		}
 		headers[tasks.HeaderRequestID] = row.RequestID
 	}
-	t := typ.TaskFromStored(row.Payload, headers, append([]asynq.Option{asynq.TaskID(row.ID),
-		asynq.Retention(s.client.Retention(row.TaskType, s.opts.MinRetention))}, opts...)...)
+	// Retention: Client.Retention (the type's), applied by EnqueueTask.
+	t := typ.TaskFromStored(row.Payload, headers, append([]asynq.Option{asynq.TaskID(row.ID)}, opts...)...)
 	ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	info, err := s.client.EnqueueTask(ectx, t)

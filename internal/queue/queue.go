@@ -72,9 +72,9 @@ type Client struct {
 	insp   *asynq.Inspector
 	reg    *tasks.Registry
 	queues map[string]int
-	// minRetention (TASK_RETENTION) is how long, at least, completed tasks
-	// are kept; a type's own longer Retention wins.
-	minRetention time.Duration
+	// defaultRetention (TASK_RETENTION) is how long a completed task of a
+	// type that declares no Retention is kept (see Retention).
+	defaultRetention time.Duration
 }
 
 // NewClient connects to the Redis at redisURL (REDIS_URL); see NewClientFor.
@@ -102,14 +102,16 @@ func NewClientFor(rc RedisConfig, reg *tasks.Registry, queues map[string]int) (*
 		insp:   asynq.NewInspectorFromRedisClient(rdb),
 		reg:    reg,
 		queues: queues,
+
+		defaultRetention: tasks.DefaultRetention,
 	}, nil
 }
 
-// SetMinRetention makes every task enqueued from now on stay in Redis, once
-// completed, for at least d (TASK_RETENTION); a task type's own Retention
-// wins when it is longer, since chosen task IDs deduplicate only while the
-// first task is kept. Call it before enqueueing.
-func (c *Client) SetMinRetention(d time.Duration) { c.minRetention = d }
+// SetDefaultRetention sets how long a completed task of a type that
+// declares no Retention stays in Redis (TASK_RETENTION; default
+// tasks.DefaultRetention). It is no floor: a type's own Retention, shorter
+// or longer, wins. Call it before enqueueing.
+func (c *Client) SetDefaultRetention(d time.Duration) { c.defaultRetention = d }
 
 // Close releases the Redis connections.
 func (c *Client) Close() error {
@@ -144,7 +146,16 @@ type Request struct {
 	// ExpiresAt: the task is archived unstarted if it has not started by
 	// then (nil: the type's default, if any).
 	ExpiresAt *time.Time
+	// Retention (seconds) is how long the completed task and its result
+	// stay readable, instead of its type's retention (nil): a caller that
+	// reads the result of a type that keeps nothing asks for it; 0 keeps
+	// nothing.
+	Retention *int64
 }
+
+// maxRetention bounds a caller's retention: a month of completed tasks is
+// already a lot of Redis memory.
+const maxRetention = 30 * 24 * 3600
 
 var validID = regexp.MustCompile(`^[A-Za-z0-9_.:\-]{1,200}$`)
 
@@ -180,16 +191,19 @@ func (c *Client) Enqueue(ctx context.Context, r Request) (TaskInfo, error) {
 	if err != nil {
 		return TaskInfo{}, err
 	}
-	return c.enqueue(ctx, p.task)
+	return c.enqueue(ctx, p.task, p.opts...)
 }
 
 // Prepared is a validated request, ready to enqueue (EnqueuePrepared,
 // EnqueueBatch).
-type Prepared struct{ task *asynq.Task }
+type Prepared struct {
+	task *asynq.Task
+	opts []asynq.Option // enqueue options that win over the client's (the caller's retention)
+}
 
 // EnqueuePrepared enqueues one prepared request, with Enqueue's errors.
 func (c *Client) EnqueuePrepared(ctx context.Context, p Prepared) (TaskInfo, error) {
-	return c.enqueue(ctx, p.task)
+	return c.enqueue(ctx, p.task, p.opts...)
 }
 
 // Prepare validates r against the registry and builds its task without
@@ -227,8 +241,18 @@ func (c *Client) Prepare(r Request) (Prepared, error) {
 	if r.ExpiresAt != nil {
 		headers = tasks.WithExpiry(headers, *r.ExpiresAt)
 	}
+	var keep []asynq.Option
+	if r.Retention != nil {
+		keep = []asynq.Option{asynq.Retention(time.Duration(*r.Retention) * time.Second)}
+		if *r.Retention > 0 {
+			if headers == nil {
+				headers = map[string]string{}
+			}
+			headers[tasks.HeaderKeepResult] = "1" // so the worker writes the result of a type that keeps nothing
+		}
+	}
 	t, err := tasks.NewWithHeaders(p, headers, opts...)
-	return Prepared{task: t}, err
+	return Prepared{task: t, opts: keep}, err
 }
 
 // batchParallelism bounds how many enqueues of one batch are in flight.
@@ -251,7 +275,7 @@ func (c *Client) EnqueueBatch(ctx context.Context, ts []Prepared) ([]TaskInfo, [
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			infos[i], errs[i] = c.enqueue(ctx, t.task)
+			infos[i], errs[i] = c.enqueue(ctx, t.task, t.opts...)
 		}()
 	}
 	wg.Wait()
@@ -263,24 +287,20 @@ func (c *Client) EnqueueTask(ctx context.Context, t *asynq.Task, opts ...asynq.O
 	return c.enqueue(ctx, t, opts...)
 }
 
-// Retention is the one rule for how long a task of taskType stays in Redis
-// once completed: its type's own Retention, at least TASK_RETENTION
-// (SetMinRetention), and at least floor — a caller that enqueues under a
-// chosen ID (the outbox relay) passes the window in which the same ID could
-// come again, since the ID deduplicates only while the task is kept.
-func (c *Client) Retention(taskType string, floor time.Duration) time.Duration {
-	r := max(c.minRetention, floor)
-	if typ, ok := c.reg.Lookup(taskType); ok {
-		r = max(r, typ.Opts.Retention)
-	}
-	return r
+// Retention is how long t stays in Redis once completed, as every producer
+// enqueues it: the rule of tasks.Registry.Retention (the type's own
+// retention, TASK_RETENTION for a type that declares none, at least
+// tasks.StepRetention for a workflow step). There is no global floor: a
+// chosen task ID (outbox row, schedule tick) deduplicates only while its
+// task is kept, and the consumers do not depend on more (see
+// tasks/retention.go); the scheduler passes its own dedupe window.
+func (c *Client) Retention(t *asynq.Task) time.Duration {
+	return c.reg.Retention(t.Type(), t.Headers(), c.defaultRetention)
 }
 
 func (c *Client) enqueue(ctx context.Context, t *asynq.Task, opts ...asynq.Option) (TaskInfo, error) {
-	if c.minRetention > 0 {
-		// First, so that a caller's own Retention option still wins.
-		opts = append([]asynq.Option{asynq.Retention(c.Retention(t.Type(), 0))}, opts...)
-	}
+	// First, so that a caller's own Retention option still wins.
+	opts = append([]asynq.Option{asynq.Retention(c.Retention(t))}, opts...)
 	info, err := c.client.EnqueueContext(ctx, t, opts...)
 	if errors.Is(err, asynq.ErrTaskIDConflict) || errors.Is(err, asynq.ErrDuplicateTask) {
 		return TaskInfo{}, fmt.Errorf("enqueue %s: %w", t.Type(), ErrConflict)
@@ -345,6 +365,9 @@ func (c *Client) options(r Request, typ tasks.Type) ([]asynq.Option, error) {
 		} else {
 			opts = append(opts, asynq.Unique(time.Duration(*r.UniqueFor)*time.Second))
 		}
+	}
+	if r.Retention != nil && (*r.Retention < 0 || *r.Retention > maxRetention) {
+		bad["retention"] = "must be between 0 and 2592000 seconds (30 days)"
 	}
 	if r.TaskID != "" {
 		if !validID.MatchString(r.TaskID) {

@@ -17,10 +17,6 @@ type RelayOptions struct {
 	Batch     int           // rows per transaction; default 100
 	RetryBase time.Duration // first backoff of a failing row; default 1 s
 	RetryCap  time.Duration // longest backoff; default 1 min
-	// MinRetention is the shortest time an enqueued task stays in Redis, so
-	// that re-enqueueing a row after a crash is recognised by its task ID.
-	// Default 24 h; see Client.Retention.
-	MinRetention time.Duration
 	// DeadAttempts is how many times a row that cannot become a task
 	// (unknown type, invalid payload) is tried before it is marked dead;
 	// default 8 (about 3 minutes with the default backoff), so a relay of
@@ -41,9 +37,6 @@ func (o RelayOptions) withDefaults() RelayOptions {
 	}
 	if o.RetryCap <= 0 {
 		o.RetryCap = time.Minute
-	}
-	if o.MinRetention <= 0 {
-		o.MinRetention = 24 * time.Hour
 	}
 	if o.DeadAttempts <= 0 {
 		o.DeadAttempts = 8
