@@ -29,8 +29,8 @@ import (
 //
 //   - every worker writes a heartbeat into Redis every Interval (1 s) from
 //     its own goroutine, independent of handlers, and names the tasks it is
-//     running (recorded before each handler starts; the claims of tasks that
-//     start together share one HSET, see claim);
+//     running (see claimDelay: a task is named within 10 ms of its start,
+//     and a task that is over by then never costs a Redis write);
 //   - every worker also reaps: a worker whose heartbeat is older than
 //     DeadAfter (10 s) is dead, and each task it held goes back to the head
 //     of its queue — provided asynq, too, has stopped extending that task's
@@ -109,18 +109,13 @@ type Liveness struct {
 	log  *slog.Logger
 	opts LivenessOptions
 
-	// claimMu orders task starts (read lock) before and after a heartbeat
+	// claimMu orders claim writes (read lock) before and after a heartbeat
 	// (write lock), so a heartbeat never removes a claim made while it runs.
 	claimMu  sync.RWMutex
 	mu       sync.Mutex
 	running  map[string]runningTask
 	finished []string // claims to drop at the next heartbeat
-
-	// claimsMu guards the batch of claims waiting to be written and whether
-	// a writer goroutine is running (claim).
-	claimsMu sync.Mutex
-	pending  *claimBatch
-	writing  bool
+	claiming bool     // the claim writer (writeClaims) is running
 
 	lastErr   time.Time // last Redis error seen by this process (zero: none)
 	recovered *prometheus.CounterVec
@@ -131,9 +126,19 @@ type Liveness struct {
 }
 
 type runningTask struct {
-	queue  string
-	cancel context.CancelCauseFunc
+	queue   string
+	cancel  context.CancelCauseFunc
+	claimed bool // written to the held hash (by writeClaims or a heartbeat)
 }
+
+// claimDelay is how often the running tasks not yet named in this worker's
+// held hash are written there, all in one HSET. A task that ends sooner is
+// never written: a drain of short tasks costs no Redis call per task for
+// liveness. The price is a window: if the worker dies within claimDelay
+// (plus one round trip) of starting a task, that task is not in its
+// heartbeat and asynq's own recovery (70–170 s) brings it back instead of
+// the reaper's ~10 s. Nothing is lost either way.
+const claimDelay = 10 * time.Millisecond
 
 // NewLiveness returns the liveness of this worker process, registering its
 // metrics in reg (nil: none).
@@ -166,9 +171,10 @@ func NewLiveness(rdb redis.UniversalClient, log *slog.Logger, reg prometheus.Reg
 // ID names this worker in the heartbeat keys: host:pid:random.
 func (l *Liveness) ID() string { return l.id }
 
-// Middleware records each task in this worker's heartbeat before its
-// handler runs, and gives the handler a context that is cancelled if the
-// task is recovered elsewhere while this worker looked dead.
+// Middleware names each task in this worker's heartbeat while its handler
+// runs (within claimDelay of its start), and gives the handler a context
+// that is cancelled if the task is recovered elsewhere while this worker
+// looked dead.
 func (l *Liveness) Middleware(next asynq.Handler) asynq.Handler {
 	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
 		id, _ := asynq.GetTaskID(ctx)
@@ -176,77 +182,63 @@ func (l *Liveness) Middleware(next asynq.Handler) asynq.Handler {
 		ctx, cancel := context.WithCancelCause(ctx)
 		defer cancel(nil)
 
-		l.claimMu.RLock()
 		l.mu.Lock()
 		l.running[id] = runningTask{queue: queue, cancel: cancel}
+		start := !l.claiming
+		l.claiming = true
 		l.mu.Unlock()
-		l.claimMu.RUnlock()
-		if err := l.claim(id, queue); err != nil {
-			// The next heartbeat records it; until then a crash leaves it
-			// to asynq's own recoverer.
-			l.log.Warn("cannot record task in heartbeat", "task_id", id, "queue", queue, "err", err)
+		if start {
+			go l.writeClaims()
 		}
 		defer func() {
 			l.mu.Lock()
+			if l.running[id].claimed {
+				l.finished = append(l.finished, id)
+			}
 			delete(l.running, id)
-			l.finished = append(l.finished, id)
 			l.mu.Unlock()
 		}()
 		return next.ProcessTask(ctx, t)
 	})
 }
 
-// claimBatch is the claims of tasks that started while the previous batch
-// was being written: one HSET records them all (group commit), so a busy
-// worker spends one Redis round trip per batch rather than per task, and
-// every handler still starts only once its claim is in Redis.
-type claimBatch struct {
-	fields []any // task ID, queue, task ID, queue, …
-	err    error
-	done   chan struct{} // closed when written (or failed)
-}
-
-// claim records task id of queue in this worker's held hash and returns
-// once it is there. The first claim of an idle worker starts a writer
-// goroutine that writes batch after batch until none is waiting.
-func (l *Liveness) claim(id, queue string) error {
-	l.claimsMu.Lock()
-	b := l.pending
-	if b == nil {
-		b = &claimBatch{done: make(chan struct{})}
-		l.pending = b
-	}
-	b.fields = append(b.fields, id, queue)
-	if !l.writing {
-		l.writing = true
-		go l.writeClaims()
-	}
-	l.claimsMu.Unlock()
-	<-b.done
-	return b.err
-}
-
-// writeClaims writes the waiting batches one at a time until none is left.
+// writeClaims runs while this worker runs tasks: every claimDelay it
+// writes the running tasks that are not in the held hash yet, in one HSET.
+// It ends when no task runs; the next task to start starts it again.
 func (l *Liveness) writeClaims() {
-	for {
-		l.claimsMu.Lock()
-		b := l.pending
-		l.pending = nil
-		if b == nil {
-			l.writing = false
-			l.claimsMu.Unlock()
+	t := time.NewTicker(claimDelay)
+	defer t.Stop()
+	for range t.C {
+		// Under claimMu, so a heartbeat never runs in the middle of the write
+		// (see beat): a claim of a task that ends meanwhile is dropped by the
+		// next heartbeat, never left behind.
+		l.claimMu.RLock()
+		l.mu.Lock()
+		if len(l.running) == 0 {
+			l.claiming = false
+			l.mu.Unlock()
+			l.claimMu.RUnlock()
 			return
 		}
-		l.claimsMu.Unlock()
-
-		// Under claimMu like a single claim, so a heartbeat never runs in
-		// the middle of the write (see beat).
-		l.claimMu.RLock()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		b.err = l.rdb.HSet(ctx, heldKey(l.id), b.fields...).Err()
-		cancel()
+		var fields []any
+		for id, r := range l.running {
+			if !r.claimed {
+				r.claimed = true
+				l.running[id] = r
+				fields = append(fields, id, r.queue)
+			}
+		}
+		l.mu.Unlock()
+		if len(fields) > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if err := l.rdb.HSet(ctx, heldKey(l.id), fields...).Err(); err != nil {
+				// The next heartbeat names them; until then a crash leaves
+				// them to asynq's own recoverer.
+				l.log.Warn("cannot record tasks in heartbeat", "tasks", len(fields)/2, "err", err)
+			}
+			cancel()
+		}
 		l.claimMu.RUnlock()
-		close(b.done)
 	}
 }
 
@@ -345,6 +337,10 @@ func (l *Liveness) beat(ctx context.Context) error {
 	args[2] = len(args) - 3
 	for id, r := range l.running {
 		args = append(args, id, r.queue)
+		if !r.claimed {
+			r.claimed = true
+			l.running[id] = r
+		}
 	}
 	l.mu.Unlock()
 

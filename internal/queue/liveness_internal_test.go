@@ -271,3 +271,55 @@ func asynqContext(t *testing.T, id, queue string) context.Context {
 	}
 	return <-ch
 }
+
+// A task is named in the heartbeat only if it outlives claimDelay: a short
+// one never costs a Redis write, a long one is claimed while it runs and
+// its claim is dropped by the heartbeat after it ends.
+func TestClaimsOnlyTasksThatOutliveClaimDelay(t *testing.T) {
+	t.Parallel()
+	b := setupLiveness(t)
+	ctx := context.Background()
+	l := NewLiveness(b.rdb, testenv.Logger(t), nil, LivenessOptions{})
+	if err := l.beat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	h := l.Middleware(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
+		if string(task.Payload()) == "long" {
+			<-release
+		}
+		return nil
+	}))
+	// Holding claimMu keeps the claim writer out while the quick task runs,
+	// however slow the machine: it is over before any write could name it.
+	qctx := asynqContext(t, "quick", b.queue)
+	l.claimMu.Lock()
+	err := h.ProcessTask(qctx, asynq.NewTask("test:work", []byte("quick")))
+	l.claimMu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	lctx := asynqContext(t, "long", b.queue)
+	go func() { done <- h.ProcessTask(lctx, asynq.NewTask("test:work", []byte("long"))) }()
+	testenv.Eventually(t, 5*time.Second, func() bool { return b.rdb.HExists(ctx, heldKey(l.ID()), "long").Val() },
+		"the long task was never named in the heartbeat")
+	if b.rdb.HExists(ctx, heldKey(l.ID()), "quick").Val() {
+		t.Error("the quick task, over before claimDelay, was written to the heartbeat")
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := l.beat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.rdb.HLen(ctx, heldKey(l.ID())).Val(); n != 0 {
+		t.Errorf("%d claims left after both tasks ended and a heartbeat", n)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.finished) != 0 {
+		t.Errorf("claims still to drop: %v", l.finished)
+	}
+}
