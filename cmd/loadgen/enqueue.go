@@ -2,7 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -74,16 +79,33 @@ func enqueueHTTP(batch bool) func(context.Context, *Env) (Metrics, error) {
 				return nil, err
 			}
 		}
+		// Encoded once, as a client sending the same body would: the
+		// load generator shares the machine's CPUs with the api and Redis.
+		raw, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		name := "http-single"
+		if batch {
+			name = "http-batch"
+		}
+		profiled := env.profileAPI(ctx, api, name)
 		m := env.meter(ctx, api)
+		calls0 := env.RedisCalls(ctx)
 		lat, wall := closedLoop(ctx, env.P.Conns, env.P.Duration, func(ctx context.Context) error {
-			_, err := call(ctx, c, http.MethodPost, url, APIToken, body, nil)
+			_, err := call(ctx, c, http.MethodPost, url, APIToken, json.RawMessage(raw), nil)
 			return err
 		})
 		out := rateMetrics(lat, wall, per)
 		pcpu, rcpu, _ := m.read(ctx)
+		calls := env.RedisCalls(ctx) - calls0
 		if n := float64(len(lat.ds) * per); n > 0 {
 			out["api_cpu_us_per_task"] = float64(pcpu.Microseconds()) / n
 			out["redis_cpu_us_per_task"] = float64(rcpu.Microseconds()) / n
+			out["redis_calls_per_task"] = float64(calls) / n
+		}
+		if err := profiled(); err != nil {
+			return nil, err
 		}
 		return out, nil
 	}
@@ -99,4 +121,49 @@ func rateMetrics(lat *latencies, wall time.Duration, per int) Metrics {
 		"p99_ms":      percentile(s, 99),
 		"errors":      float64(lat.err.Load()),
 	}
+}
+
+// profileAPI starts a CPU profile of the api over the closed loop (-profile:
+// through its side port's /debug/pprof/profile) and returns the function
+// that waits for it and writes it to <dir>/<name>-<n>.pprof. Without
+// -profile it does nothing.
+func (e *Env) profileAPI(ctx context.Context, api *Proc, name string) (wait func() error) {
+	if e.P.ProfileDir == "" || api.Side == "" {
+		return func() error { return nil }
+	}
+	e.seq++
+	path := filepath.Join(e.P.ProfileDir, fmt.Sprintf("%s-%03d.pprof", name, e.seq))
+	secs := max(1, int((e.P.Duration-time.Second)/time.Second))
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", api.Side, secs)
+	done := make(chan error, 1)
+	go func() {
+		done <- func() error {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			if err != nil {
+				return err
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return fmt.Errorf("profile the api: %w", err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("profile the api: %s", resp.Status)
+			}
+			if err := os.MkdirAll(e.P.ProfileDir, 0o755); err != nil {
+				return err
+			}
+			f, err := os.Create(path)
+			if err != nil {
+				return err
+			}
+			if _, err := io.Copy(f, resp.Body); err != nil {
+				f.Close()
+				return err
+			}
+			fmt.Fprintf(e.Log, "loadgen: api CPU profile in %s\n", path)
+			return f.Close()
+		}()
+	}()
+	return func() error { return <-done }
 }

@@ -47,6 +47,7 @@ type Params struct {
 	PGPid             int           // orders: PostgreSQL postmaster, for its CPU per order
 	ChainLength       int           // workflow: steps of the chain
 	GroupSize         int           // workflow: steps of the chord (group + callback) and plain pings
+	ProfileDir        string        // enqueue: where to write the api's CPU profiles ("": none)
 }
 
 func (p *Params) register(fs *flag.FlagSet) {
@@ -71,6 +72,7 @@ func (p *Params) register(fs *flag.FlagSet) {
 	fs.DurationVar(&p.CompletionTimeout, "completion-timeout", 3*time.Minute, "orders: how long to wait for every order to be completed and mailed")
 	fs.IntVar(&p.ChainLength, "chain-length", 100, "workflow: system:ping steps of the chain")
 	fs.IntVar(&p.GroupSize, "group-size", 10000, "workflow: steps of the chord (group of N-1 pings + 1 callback), and plain pings to compare")
+	fs.StringVar(&p.ProfileDir, "profile", "", "enqueue: directory for a CPU profile of the api per HTTP run (from its /debug/pprof/ side port)")
 	fs.IntVar(&p.PGPid, "pg-pid", 0, "orders: pid of the bench PostgreSQL postmaster, to report its CPU per order")
 }
 
@@ -159,6 +161,7 @@ func (e *Env) FlushRedis(ctx context.Context) error {
 type Proc struct {
 	Name string
 	Addr string // the HTTP address it serves (side port or API), if any
+	Side string // the api's side port (METRICS_ADDR: /debug/pprof/), if any
 	cmd  *exec.Cmd
 	done chan error
 	log  *os.File
@@ -290,13 +293,21 @@ func (e *Env) StartAPI(ctx context.Context, extra ...string) (*Proc, error) {
 	if err != nil {
 		return nil, err
 	}
+	side, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
 	env := append([]string{
-		"DATABASE_URL=" + e.P.DatabaseURL, "REDIS_URL=" + e.P.RedisURL, "HTTP_ADDR=" + addr,
+		"DATABASE_URL=" + e.P.DatabaseURL, "REDIS_URL=" + e.P.RedisURL, "HTTP_ADDR=" + addr, "METRICS_ADDR=" + side,
 		"API_TOKEN=" + APIToken, "JWT_SECRET=loadgen-jwt-secret-0123456789abcdef0123",
 		// One user places every order: the login limiter must not refuse the bench.
 		"LOGIN_MAX_FAILURES=1000",
 	}, extra...)
-	return e.start(ctx, "api", e.bin("api"), nil, env, addr, waitHTTP("http://"+addr+"/readyz"))
+	p, err := e.start(ctx, "api", e.bin("api"), nil, env, addr, waitHTTP("http://"+addr+"/readyz"))
+	if p != nil {
+		p.Side = side
+	}
+	return p, err
 }
 
 // StartRaw runs the raw asynq anchor (this executable as `loadgen
@@ -371,6 +382,21 @@ func (e *Env) info(ctx context.Context, section string) map[string]string {
 		}
 	}
 	return out
+}
+
+// RedisCalls is how many commands Redis has run so far (INFO commandstats,
+// summed over commands; EVALSHA counts once, whatever its script does).
+func (e *Env) RedisCalls(ctx context.Context) int64 {
+	var n int64
+	for k, v := range e.info(ctx, "commandstats") {
+		if !strings.HasPrefix(k, "cmdstat_") {
+			continue
+		}
+		calls, _, _ := strings.Cut(strings.TrimPrefix(v, "calls="), ",")
+		c, _ := strconv.ParseInt(calls, 10, 64)
+		n += c
+	}
+	return n
 }
 
 func (e *Env) redisVersion(ctx context.Context) string {
