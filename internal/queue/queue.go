@@ -66,12 +66,14 @@ func (rc RedisConfig) ConnOpt() (asynq.RedisConnOpt, error) {
 
 // Client enqueues and inspects tasks.
 type Client struct {
-	rdb    redis.UniversalClient
-	wake   *waker // announces ready tasks to idle workers
-	client *asynq.Client
-	insp   *asynq.Inspector
-	reg    *tasks.Registry
-	queues map[string]int
+	rdb       redis.UniversalClient
+	enq       redis.UniversalClient // asynq's: its commands run in pipelines on rdb
+	coalescer *coalescer
+	wake      *waker // announces ready tasks to idle workers
+	client    *asynq.Client
+	insp      *asynq.Inspector
+	reg       *tasks.Registry
+	queues    map[string]int
 	// defaultRetention (TASK_RETENTION) is how long a completed task of a
 	// type that declares no Retention is kept (see Retention).
 	defaultRetention time.Duration
@@ -95,13 +97,20 @@ func NewClientFor(rc RedisConfig, reg *tasks.Registry, queues map[string]int) (*
 	if !ok {
 		return nil, fmt.Errorf("redis: unsupported connection type %T", opt)
 	}
+	// asynq's client gets a connection of its own whose commands go out
+	// in pipelines over rdb's pool (pipeline.go); it never opens a socket.
+	enq := opt.MakeRedisClient().(redis.UniversalClient)
+	co := newCoalescer(rdb)
+	enq.AddHook(co)
 	return &Client{
-		rdb:    rdb,
-		wake:   newWaker(rdb),
-		client: asynq.NewClientFromRedisClient(rdb),
-		insp:   asynq.NewInspectorFromRedisClient(rdb),
-		reg:    reg,
-		queues: queues,
+		rdb:       rdb,
+		enq:       enq,
+		coalescer: co,
+		wake:      newWaker(rdb),
+		client:    asynq.NewClientFromRedisClient(enq),
+		insp:      asynq.NewInspectorFromRedisClient(rdb),
+		reg:       reg,
+		queues:    queues,
 
 		defaultRetention: tasks.DefaultRetention,
 	}, nil
@@ -116,7 +125,9 @@ func (c *Client) SetDefaultRetention(d time.Duration) { c.defaultRetention = d }
 // Close releases the Redis connections.
 func (c *Client) Close() error {
 	c.wake.stop()
-	return c.rdb.Close()
+	err := c.enq.Close()
+	c.coalescer.Close()
+	return errors.Join(err, c.rdb.Close())
 }
 
 // Redis returns the underlying connection (shared with the scheduler lease
@@ -259,12 +270,11 @@ func (c *Client) Prepare(r Request) (Prepared, error) {
 const batchParallelism = 32
 
 // EnqueueBatch enqueues prepared tasks (from Prepare) with up to
-// batchParallelism Redis round trips in flight, so a batch costs about
-// len(ts)/32 round trips of latency rather than len(ts). asynq's client has
-// no pipelined enqueue (its scripts and task encoding are internal), so the
-// round trips overlap on the connection pool instead. It returns one info
-// and one error per task, in order: each task succeeds or fails alone
-// (ErrConflict for a task ID already in use).
+// batchParallelism enqueues in flight, whose commands share pipelines
+// (pipeline.go): asynq's client has no batch enqueue, so a batch is many
+// concurrent enqueues sent together. It returns one info and one error per
+// task, in order: each task succeeds or fails alone (ErrConflict for a task
+// ID already in use).
 func (c *Client) EnqueueBatch(ctx context.Context, ts []Prepared) ([]TaskInfo, []error) {
 	infos, errs := make([]TaskInfo, len(ts)), make([]error, len(ts))
 	var wg sync.WaitGroup
