@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -141,12 +142,18 @@ func bind(c echo.Context, dst any) error {
 		return &APIError{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type",
 			Message: "send the body as application/json"}
 	}
-	dec := json.NewDecoder(req.Body)
+	// The body is kept as it is read: when nothing in it can decode to a
+	// character that is not text, the walk over the decoded value is skipped.
+	var body bytes.Buffer
+	dec := json.NewDecoder(io.TeeReader(req.Body, &body))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(dst)
 	if err == nil {
 		if _, extra := dec.Token(); !errors.Is(extra, io.EOF) {
 			return errBadRequest("the body must hold exactly one JSON object")
+		}
+		if !mayHoldNonText(body.Bytes()) {
+			return nil
 		}
 		fields := map[string]string{}
 		checkText(reflect.ValueOf(dst), "", fields)

@@ -83,6 +83,8 @@ func TestInputThatCannotHurt(t *testing.T) {
 		{"noncharacter in a title", "user", "POST", "/api/v1/posts", `{"title":"t\uffff","content":"c"}`, 422, "title"},
 		{"NUL in an SKU", "user", "POST", "/api/v1/orders", `{"items":[{"sku":"a","quantity":1,"unit_price_cents":1},{"sku":"\u0000","quantity":1,"unit_price_cents":1}],"currency":"EUR"}`, 422, "items[1].sku"},
 		{"NUL in a payload key", admin, "POST", "/api/v1/tasks", `{"type":"system:ping","payload":{"a\u0000":1}}`, 422, "payload.a?"},
+		{"backspace escape in a payload key", admin, "POST", "/api/v1/tasks", `{"type":"system:ping","payload":{"a\b":1}}`, 422, "payload.a?"},
+		{"form feed escape in a batch item", admin, "POST", "/api/v1/tasks/batch", `{"tasks":[{"type":"system:ping","payload":{"n\f":1}}]}`, 422, "tasks[0].payload.n?"},
 		{"NUL in a schedule name", admin, "POST", "/api/v1/schedules", `{"name":"x\u0000","spec":"@daily","task_type":"system:ping"}`, 422, "name"},
 		{"NUL in a PATCH spec", admin, "PATCH", "/api/v1/schedules/nope", `{"spec":"@daily\u0000"}`, 422, "spec"},
 		{"tab and newline are text", "user", "POST", "/api/v1/posts", `{"title":"a\tb","content":"line\nline\r\n"}`, 201, ""},

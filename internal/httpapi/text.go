@@ -106,8 +106,8 @@ func checkText(v reflect.Value, path string, fields map[string]string) {
 // checkRawText checks the strings of a JSON value kept raw (a task's
 // payload) as they will be decoded later.
 func checkRawText(raw []byte, path string, fields map[string]string) {
-	if len(raw) == 0 || !bytes.Contains(raw, []byte(`\u`)) && !hasBadByte(raw) {
-		return // only escapes and raw controls can carry a bad rune
+	if !mayHoldNonText(raw) {
+		return
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
@@ -116,6 +116,25 @@ func checkRawText(raw []byte, path string, fields map[string]string) {
 		return // malformed: the decoder that uses it will say so
 	}
 	checkText(reflect.ValueOf(&v).Elem(), path, fields)
+}
+
+// mayHoldNonText reports whether JSON text raw might decode to a string
+// that is not text: only a bad rune written as is, or an escape that makes
+// one (\u…, and \b and \f, which decode to control characters), can.
+// False means no string in raw needs checking.
+func mayHoldNonText(raw []byte) bool {
+	for i := 0; ; i++ {
+		j := bytes.IndexByte(raw[i:], '\\')
+		if j < 0 || i+j+1 >= len(raw) {
+			break
+		}
+		i += j + 1
+		switch raw[i] {
+		case 'u', 'b', 'f':
+			return true
+		}
+	}
+	return hasBadByte(raw)
 }
 
 func hasBadByte(b []byte) bool {
