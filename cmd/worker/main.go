@@ -44,7 +44,11 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr 
 	if err != nil {
 		return err
 	}
-	log := observe.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel).With("service", "worker")
+	// A line per task attempt: written in batches every 50 ms (warnings and
+	// errors at once), see observe.LogBuffer.
+	log, logBuf := observe.NewBufferedLogger(stderr, cfg.LogFormat, cfg.LogLevel, 50*time.Millisecond)
+	defer logBuf.Close()
+	log = log.With("service", "worker")
 
 	redisOpt, err := queue.RedisConfig{URL: cfg.RedisURL, ClusterAddrs: cfg.RedisClusterAddrs, ClusterPassword: cfg.RedisClusterPassword}.ConnOpt()
 	if err != nil {
