@@ -42,12 +42,16 @@ type StepOutcome struct {
 	Succeeded  bool
 	Result     json.RawMessage
 	Error      string
+	StartedAt  time.Time // when the final attempt started; zero: unknown
 	FinishedAt time.Time
 }
 
 // StepReporter records a step's outcome and advances its workflow
 // (internal/workflow.Advancer). A duplicate report must change nothing.
+// StepStarted notes when a step's task starts; it must not block (the time
+// is shown to operators, nothing depends on it).
 type StepReporter interface {
+	StepStarted(ref StepRef, at time.Time)
 	StepFinished(ctx context.Context, ref StepRef, o StepOutcome) error
 }
 
@@ -79,17 +83,24 @@ type stepHook struct {
 	log      *slog.Logger
 }
 
+// stepRun is a workflow step whose task is running.
+type stepRun struct {
+	ref     StepRef
+	started time.Time
+}
+
 // begin prepares ctx for t. run is false when the task must not run (its
 // step succeeded or was cancelled); then the task completes without a
-// handler.
-// step is nil for a plain task.
-func (h *stepHook) begin(ctx context.Context, t *asynq.Task) (_ context.Context, step *StepRef, run bool) {
+// handler. step is nil for a plain task. It only reads the step's state:
+// the start time goes to the reporter, which writes it in batches.
+func (h *stepHook) begin(ctx context.Context, t *asynq.Task) (_ context.Context, step *stepRun, run bool) {
 	ref, isStep := stepRef(t)
 	if !isStep || h == nil || h.db == nil {
 		return ctx, nil, true
 	}
+	started := time.Now()
 	steps := store.NewWorkflows(h.db)
-	state, err := steps.StartStep(ctx, ref.WorkflowID, ref.StepID)
+	state, err := steps.StepState(ctx, ref.WorkflowID, ref.StepID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		h.log.Warn("workflow step not found; task dropped", "workflow_id", ref.WorkflowID, "step_id", ref.StepID)
@@ -108,21 +119,24 @@ func (h *stepHook) begin(ctx context.Context, t *asynq.Task) (_ context.Context,
 		h.log.Info("workflow step already "+state+"; task dropped", "workflow_id", ref.WorkflowID, "step_id", ref.StepID)
 		return ctx, nil, false
 	}
+	if h.reporter != nil {
+		h.reporter.StepStarted(ref, started)
+	}
 	ctx = withState(ctx, resultWriter(t))
 	ctx = context.WithValue(ctx, parentsKey{}, func(ctx context.Context) ([]ParentResult, error) {
 		return steps.ParentResults(ctx, ref.WorkflowID, ref.StepID)
 	})
-	return ctx, &ref, true
+	return ctx, &stepRun{ref: ref, started: started}, true
 }
 
 // end reports a step's final outcome; a retried or throttled attempt reports nothing. A
 // report that fails is left to the reconciler (internal/workflow), which
 // reads the outcome back from asynq.
-func (h *stepHook) end(ctx context.Context, step *StepRef, outcome string, err error) {
+func (h *stepHook) end(ctx context.Context, step *stepRun, outcome string, err error) {
 	if step == nil || h.reporter == nil || outcome == OutcomeRetried || outcome == OutcomeThrottled {
 		return
 	}
-	o := StepOutcome{Succeeded: outcome == OutcomeSucceeded, FinishedAt: time.Now()}
+	o := StepOutcome{Succeeded: outcome == OutcomeSucceeded, StartedAt: step.started, FinishedAt: time.Now()}
 	if o.Succeeded {
 		if s, ok := ctx.Value(stateKey{}).(*taskState); ok {
 			s.mu.Lock()
@@ -134,8 +148,8 @@ func (h *stepHook) end(ctx context.Context, step *StepRef, outcome string, err e
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if rerr := h.reporter.StepFinished(rctx, *step, o); rerr != nil {
-		h.log.Error("workflow step outcome not recorded; the reconciler will", "workflow_id", step.WorkflowID,
-			"step_id", step.StepID, "err", rerr)
+	if rerr := h.reporter.StepFinished(rctx, step.ref, o); rerr != nil {
+		h.log.Error("workflow step outcome not recorded; the reconciler will", "workflow_id", step.ref.WorkflowID,
+			"step_id", step.ref.StepID, "err", rerr)
 	}
 }

@@ -24,7 +24,7 @@ func TestWorkflowStepHook(t *testing.T) {
 	ctx := context.Background()
 	d, _ := testenv.DB(t)
 	log := testenv.Logger(t)
-	mux := tasks.NewMux(tasks.All(), tasks.Deps{DB: d, Log: log, Workflows: workflow.NewAdvancer(d, nil, log)}, nil)
+	mux := tasks.NewMux(tasks.All(), tasks.Deps{DB: d, Log: log, Workflows: workflow.NewAdvancer(d, nil, nil, log)}, nil)
 
 	start := func(spec workflow.Spec) workflow.View {
 		t.Helper()

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/jmoiron/sqlx"
 
 	"github.com/conveyor-run/conveyor/internal/db"
@@ -20,9 +22,13 @@ import (
 //
 //   - chain: -chain-length system:ping steps one after the other; per step,
 //     the child's started_at minus its parent's finished_at, both from the
-//     step rows in PostgreSQL. The gap holds the advancement transaction's
-//     commit, the relay, the worker's pickup (WORKER_POLL_INTERVAL) and the
-//     step-start update.
+//     step rows in PostgreSQL (the worker's clock: when the parent's handler
+//     returned, when the child's task was taken up). The gap holds the
+//     advancement transaction and its commit, the way to Redis (the relay, or
+//     the worker's dispatcher) and the worker's pickup. The pickup alone is
+//     measured right after on the same worker (plain pings sent into Redis
+//     one at a time, enqueue to handler start); overhead = gap − pickup, at
+//     the median.
 //   - group: a group of -group-size − 1 pings and one callback (a chord),
 //     from the commit of workflow.Start to the workflow's end, beside
 //     plain: the same number of pings pre-filled in Redis and drained by the
@@ -44,6 +50,12 @@ func workflowScenario() Scenario {
 	}
 }
 
+// workflowPoll is the WORKER_POLL_INTERVAL of the workflow scenario's
+// worker: the value the baseline ran with (the default is 20 ms); the
+// chain's gap holds one pickup per step, which the scenario measures and
+// subtracts anyway.
+const workflowPoll = "5ms"
+
 // startWorkflowProcs starts the api (for its outbox relay) and the worker,
 // configured like the plain drain's.
 func startWorkflowProcs(ctx context.Context, env *Env) (api, worker *Proc, err error) {
@@ -53,7 +65,8 @@ func startWorkflowProcs(ctx context.Context, env *Env) (api, worker *Proc, err e
 	if api, err = env.StartAPI(ctx); err != nil {
 		return nil, nil, err
 	}
-	if worker, err = env.StartWorker(ctx, "WORKER_CONCURRENCY="+strconv.Itoa(env.P.Concurrency), "WORKER_QUEUES=default=1"); err != nil {
+	if worker, err = env.StartWorker(ctx, "WORKER_CONCURRENCY="+strconv.Itoa(env.P.Concurrency), "WORKER_QUEUES=default=1",
+		"WORKER_POLL_INTERVAL="+workflowPoll); err != nil {
 		api.Stop()
 		return nil, nil, err
 	}
@@ -163,12 +176,67 @@ func chainRun(ctx context.Context, env *Env) (Metrics, error) {
 		return nil, fmt.Errorf("chain workflow %s: %w", id, err)
 	}
 	sort.Float64s(gaps)
+	pickups, err := measurePickup(ctx, env, n)
+	if err != nil {
+		return nil, fmt.Errorf("pickup after the chain: %w", err)
+	}
 	return Metrics{
-		"step_gap_p50_ms": percentile(gaps, 50),
-		"step_gap_p99_ms": percentile(gaps, 99),
-		"step_gap_max_ms": percentile(gaps, 100),
-		"chain_s":         wall.Seconds(),
+		"step_gap_p50_ms":      percentile(gaps, 50),
+		"step_gap_p99_ms":      percentile(gaps, 99),
+		"step_gap_max_ms":      percentile(gaps, 100),
+		"pickup_p50_ms":        percentile(pickups, 50),
+		"step_overhead_p50_ms": percentile(gaps, 50) - percentile(pickups, 50),
+		"chain_s":              wall.Seconds(),
 	}, nil
+}
+
+// measurePickup sends n system:ping tasks straight into Redis, one every
+// 50 ms (the chain's one at a time, so each finds the worker idle), and
+// returns, sorted, how long each waited from the enqueue call to its
+// handler's start (the ping's result says when it ran).
+func measurePickup(ctx context.Context, env *Env, n int) ([]float64, error) {
+	client := asynq.NewClient(env.RedisO)
+	defer client.Close()
+	var mu sync.Mutex
+	sent := map[string]time.Time{}
+	const rate = 20
+	lat, _ := openLoop(ctx, rate, time.Duration(n)*time.Second/rate, 10, func(ctx context.Context) error {
+		t, err := tasks.New(tasks.SystemPingPayload{}, asynq.Retention(10*time.Minute)) // kept to read its start
+		if err != nil {
+			return err
+		}
+		at := time.Now()
+		info, err := client.EnqueueContext(ctx, t, asynq.Queue("default"))
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		sent[info.ID] = at
+		mu.Unlock()
+		return nil
+	})
+	if e := lat.err.Load(); e > 0 {
+		return nil, fmt.Errorf("%d enqueue errors", e)
+	}
+	if err := waitDrained(ctx, env, "default", time.Minute); err != nil {
+		return nil, err
+	}
+	insp := asynq.NewInspector(env.RedisO)
+	defer insp.Close()
+	waits := make([]float64, 0, len(sent))
+	for id, at := range sent {
+		info, err := insp.GetTaskInfo("default", id)
+		if err != nil {
+			return nil, fmt.Errorf("task %s: %w", id, err)
+		}
+		started, err := handlerStart(info.Result, false)
+		if err != nil {
+			return nil, fmt.Errorf("task %s: %w", id, err)
+		}
+		waits = append(waits, ms(started.Sub(at)))
+	}
+	sort.Float64s(waits)
+	return waits, nil
 }
 
 func chordRun(ctx context.Context, env *Env) (Metrics, error) {

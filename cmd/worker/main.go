@@ -81,7 +81,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr 
 		DB: database, Mailer: mailer, Templates: templates, Log: log, CleanupMaxAge: cfg.CleanupMaxAge, OrderProcessDelay: cfg.OrderProcessDelay,
 		VerifyLinkFunc: verifyLinks(cfg, log),
 		UnverifiedMail: tasks.Limit{Max: cfg.Mail.UnverifiedMax, Window: cfg.Mail.UnverifiedWindow},
-		Workflows:      workflow.NewAdvancer(database, wfMetrics, log),
+		Workflows:      workflow.NewAdvancer(database, nil, wfMetrics, log),
 	}, metrics)
 	closeLimits, err := startLimits(ctx, redisOpt, registry, log, reg, mux)
 	if err != nil {

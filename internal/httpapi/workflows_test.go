@@ -152,7 +152,7 @@ func TestWorkflowTooManySteps(t *testing.T) {
 	sb.WriteString("]}")
 	var e errorBody
 	rec := b.call(t, "POST", "/api/v1/workflows", "Bearer "+token, sb.String(), &e)
-	if rec.Code != http.StatusUnprocessableEntity || !strings.Contains(e.Error.Fields["steps"], "at most 10000") {
+	if rec.Code != http.StatusUnprocessableEntity || !strings.Contains(e.Error.Fields["steps"], "at most 10001") {
 		t.Fatalf("%d %s", rec.Code, rec.Body)
 	}
 }

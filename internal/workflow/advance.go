@@ -2,7 +2,9 @@ package workflow
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -24,109 +26,363 @@ type Advance struct {
 	Ended bool
 }
 
+// Report is one step outcome for FinishBatch.
+type Report struct {
+	Ref     tasks.StepRef
+	Outcome tasks.StepOutcome
+}
+
+// Batch is what FinishBatch did.
+type Batch struct {
+	// Advances has one entry per report, in order. The children a batch
+	// enqueued for a workflow, and the workflow's end, are counted once: on
+	// the first report of that workflow that changed something.
+	Advances []Advance
+	// TaskIDs are the tasks of the steps the batch enqueued, which are also
+	// the IDs of their outbox rows: a Dispatcher may send them once the
+	// transaction has committed.
+	TaskIDs []string
+}
+
+const cancelledByParent = "cancelled: a parent step failed or was cancelled"
+
 // Finish records how step ref's task ended and advances its workflow, all in
 // tx: children whose parents are now all finished are enqueued through the
 // outbox, cancel dependents of a failed step are cancelled transitively, and
 // the workflow ends when no step is left open. Only an enqueued step can
-// finish, so a duplicate report is a no-op (Changed false).
+// finish, so a duplicate report is a no-op (Changed false). It is
+// FinishBatch with one report, except that an unknown workflow is
+// store.ErrNotFound.
 func Finish(ctx context.Context, tx *sqlx.Tx, ref tasks.StepRef, o tasks.StepOutcome) (Advance, error) {
-	wfs := store.NewWorkflows(tx)
-	before, err := wfs.Lock(ctx, ref.WorkflowID)
+	b, err := FinishBatch(ctx, tx, []Report{{Ref: ref, Outcome: o}})
 	if err != nil {
 		return Advance{}, err
 	}
-	state := store.StepSucceeded
-	if !o.Succeeded {
-		state = store.StepFailed
+	if b.Advances[0].Workflow.ID == "" {
+		return Advance{}, fmt.Errorf("workflow %s: %w", ref.WorkflowID, store.ErrNotFound)
 	}
-	changed, err := wfs.FinishStep(ctx, ref.WorkflowID, ref.StepID, state, o.Result, o.Error, store.StepEnqueued)
-	if err != nil || !changed {
-		return Advance{Workflow: before}, err
+	return b.Advances[0], nil
+}
+
+// FinishBatch records many step outcomes, of any workflows, in tx with a
+// fixed number of statements (plus one round per level of a cancel
+// cascade), as Finish would one after the other: it locks the workflows in
+// id order (so concurrent batches wait rather than deadlock), finishes the
+// steps still enqueued (a later report of a step already reported, in this
+// batch or before, changes nothing), releases each child once for all its
+// parents in the batch, cancels cancel dependents of failed steps
+// transitively, enqueues the children that became ready, and settles each
+// workflow once. A report of an unknown workflow changes nothing.
+func FinishBatch(ctx context.Context, tx *sqlx.Tx, reports []Report) (Batch, error) {
+	b := Batch{Advances: make([]Advance, len(reports))}
+	if len(reports) == 0 {
+		return b, nil
 	}
-	type done struct {
-		id     string
-		failed bool
-	}
-	finished, failed := 1, 0
-	if !o.Succeeded {
-		failed = 1
-	}
-	var ready []string
-	work := []done{{ref.StepID, !o.Succeeded}}
-	for len(work) > 0 {
-		d := work[len(work)-1]
-		work = work[:len(work)-1]
-		children, err := wfs.ReleaseChildren(ctx, ref.WorkflowID, d.id, d.failed)
-		if err != nil {
-			return Advance{}, err
+	wfs := store.NewWorkflows(tx)
+	var ids []string
+	seen := map[string]bool{}
+	for _, r := range reports {
+		if !seen[r.Ref.WorkflowID] {
+			seen[r.Ref.WorkflowID] = true
+			ids = append(ids, r.Ref.WorkflowID)
 		}
+	}
+	locked, err := wfs.LockAll(ctx, ids)
+	if err != nil {
+		return Batch{}, err
+	}
+	before := make(map[string]store.Workflow, len(locked))
+	for _, w := range locked {
+		before[w.ID] = w
+	}
+
+	// The first report of each step is the one recorded.
+	first := make(map[store.StepKey]int, len(reports))
+	ends := make([]store.StepEnd, 0, len(reports))
+	for i, r := range reports {
+		k := store.StepKey{WorkflowID: r.Ref.WorkflowID, StepID: r.Ref.StepID}
+		if _, dup := first[k]; dup {
+			continue
+		}
+		first[k] = i
+		if _, ok := before[k.WorkflowID]; !ok {
+			continue
+		}
+		o := r.Outcome
+		e := store.StepEnd{StepKey: k, State: store.StepSucceeded, Result: o.Result, Error: o.Error,
+			StartedAt: o.StartedAt, FinishedAt: o.FinishedAt}
+		if !o.Succeeded {
+			e.State, e.Result = store.StepFailed, nil
+		}
+		ends = append(ends, e)
+	}
+	var finished []store.StepKey
+	if len(ends) > 0 {
+		if finished, err = wfs.FinishSteps(ctx, ends); err != nil {
+			return Batch{}, err
+		}
+	}
+
+	progress := map[string]*store.Progress{}
+	count := func(wf string, failed bool) {
+		p := progress[wf]
+		if p == nil {
+			p = &store.Progress{WorkflowID: wf}
+			progress[wf] = p
+		}
+		p.Finished++
+		if failed {
+			p.Failed++
+		}
+	}
+	done := make([]store.FinishedStep, 0, len(finished))
+	for _, k := range finished {
+		i := first[k]
+		b.Advances[i].Changed = true
+		failed := !reports[i].Outcome.Succeeded
+		count(k.WorkflowID, failed)
+		done = append(done, store.FinishedStep{StepKey: k, Failed: failed})
+	}
+
+	// Release children, level by level: a cancelled child releases its own.
+	var ready []store.StepKey
+	for len(done) > 0 {
+		children, err := wfs.ReleaseChildren(ctx, done)
+		if err != nil {
+			return Batch{}, err
+		}
+		done = done[:0]
+		var cancel []store.StepKey
 		for _, c := range children {
 			switch {
 			case c.ParentFailed && c.IfParentFailed == IfParentFailedCancel:
-				ok, err := wfs.FinishStep(ctx, ref.WorkflowID, c.StepID, store.StepCancelled, nil,
-					"cancelled: a parent step failed or was cancelled", store.StepWaiting)
-				if err != nil {
-					return Advance{}, err
-				}
-				if ok {
-					finished++
-					failed++
-					work = append(work, done{c.StepID, true})
-				}
-			case c.ParentsLeft == 0:
-				ready = append(ready, c.StepID)
+				cancel = append(cancel, c.StepKey)
+			case c.ParentsLeft == 0 && before[c.WorkflowID].State == store.WorkflowRunning:
+				ready = append(ready, c.StepKey)
 			}
 		}
-	}
-	adv := Advance{Changed: true}
-	if len(ready) > 0 && before.State == store.WorkflowRunning {
-		enq, err := wfs.EnqueueReady(ctx, ref.WorkflowID, ready)
-		if err != nil {
-			return Advance{}, err
+		if len(cancel) == 0 {
+			break
 		}
-		adv.Enqueued = len(enq)
+		cancelled, err := wfs.CancelWaiting(ctx, cancel, cancelledByParent)
+		if err != nil {
+			return Batch{}, err
+		}
+		for _, k := range cancelled {
+			count(k.WorkflowID, true)
+			done = append(done, store.FinishedStep{StepKey: k, Failed: true})
+		}
 	}
-	if adv.Workflow, err = wfs.Settle(ctx, ref.WorkflowID, finished, failed); err != nil {
-		return Advance{}, err
+	enqueued := map[string]int{}
+	if len(ready) > 0 {
+		sent, err := wfs.EnqueueSteps(ctx, ready)
+		if err != nil {
+			return Batch{}, err
+		}
+		for _, s := range sent {
+			enqueued[s.WorkflowID]++
+			b.TaskIDs = append(b.TaskIDs, s.TaskID)
+		}
 	}
-	adv.Ended = before.State == store.WorkflowRunning && adv.Workflow.State != store.WorkflowRunning
-	return adv, nil
+
+	after := before
+	if len(progress) > 0 {
+		ps := make([]store.Progress, 0, len(progress))
+		for _, p := range progress {
+			ps = append(ps, *p)
+		}
+		settled, err := wfs.SettleAll(ctx, ps)
+		if err != nil {
+			return Batch{}, err
+		}
+		after = make(map[string]store.Workflow, len(before))
+		for id, w := range before {
+			after[id] = w
+		}
+		for _, w := range settled {
+			after[w.ID] = w
+		}
+	}
+	counted := map[string]bool{}
+	for i, r := range reports {
+		wf := r.Ref.WorkflowID
+		adv := &b.Advances[i]
+		adv.Workflow = after[wf]
+		if !adv.Changed || counted[wf] {
+			continue
+		}
+		counted[wf] = true
+		adv.Enqueued = enqueued[wf]
+		adv.Ended = before[wf].State == store.WorkflowRunning && after[wf].State != store.WorkflowRunning
+	}
+	return b, nil
 }
+
+// Dispatcher sends committed outbox rows to the queue right away, without
+// waiting for the relay (queue.Dispatcher). It must not block; the relay
+// still delivers whatever it does not.
+type Dispatcher interface {
+	Dispatch(ids ...string)
+}
+
+// maxBatch bounds the reports one transaction records.
+const maxBatch = 1000
+
+// startFlushEvery is how often recorded step starts are written.
+const startFlushEvery = 100 * time.Millisecond
 
 // Advancer records step outcomes reported by the worker's Mux; it
 // implements tasks.StepReporter.
+//
+// Outcomes are group-committed: a report that arrives while the Advancer is
+// idle is recorded at once, in a transaction of its own; reports that arrive
+// while a transaction is in flight are gathered and recorded together by the
+// next one (FinishBatch). Each reporter waits for the commit of its batch,
+// so a task is acknowledged only once its outcome is durable, and a failed
+// transaction fails every report of its batch (the reconciler then
+// recovers them, as it does for a worker that died).
+//
+// Step starts are only timestamps: they are gathered and written every
+// startFlushEvery, without waiting for the WAL flush (a crash may lose
+// them; the step's finish records its start anyway).
 type Advancer struct {
-	db      *sqlx.DB
-	metrics *observe.WorkflowMetrics
-	log     *slog.Logger
+	db       *sqlx.DB
+	dispatch Dispatcher
+	metrics  *observe.WorkflowMetrics
+	log      *slog.Logger
+
+	mu       sync.Mutex
+	queue    []*pending
+	flushing bool
+
+	startMu sync.Mutex
+	starts  []store.StepStart
 }
 
-// NewAdvancer returns an Advancer over d; metrics may be nil.
-func NewAdvancer(d *sqlx.DB, metrics *observe.WorkflowMetrics, log *slog.Logger) *Advancer {
-	return &Advancer{db: d, metrics: metrics, log: log.With("component", "workflow")}
+type pending struct {
+	Report
+	done chan error
 }
 
-// StepFinished implements tasks.StepReporter: Finish in its own transaction.
+// NewAdvancer returns an Advancer over d. dispatch sends the steps it
+// enqueues to the queue after each commit; metrics and dispatch may be nil
+// (then the outbox relay delivers them).
+func NewAdvancer(d *sqlx.DB, dispatch Dispatcher, metrics *observe.WorkflowMetrics, log *slog.Logger) *Advancer {
+	return &Advancer{db: d, dispatch: dispatch, metrics: metrics, log: log.With("component", "workflow")}
+}
+
+// StepFinished implements tasks.StepReporter: it returns once the batch
+// holding this outcome has committed (or failed), or when ctx ends.
 func (a *Advancer) StepFinished(ctx context.Context, ref tasks.StepRef, o tasks.StepOutcome) error {
-	var adv Advance
+	p := &pending{Report: Report{Ref: ref, Outcome: o}, done: make(chan error, 1)}
+	a.mu.Lock()
+	a.queue = append(a.queue, p)
+	if !a.flushing {
+		a.flushing = true
+		go a.flush()
+	}
+	a.mu.Unlock()
+	select {
+	case err := <-p.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// flush records batches until no report is waiting.
+func (a *Advancer) flush() {
+	for {
+		a.mu.Lock()
+		batch := a.queue
+		if len(batch) > maxBatch {
+			batch = batch[:maxBatch:maxBatch]
+			a.queue = append([]*pending(nil), a.queue[maxBatch:]...)
+		} else {
+			a.queue = nil
+		}
+		if len(batch) == 0 {
+			a.flushing = false
+			a.mu.Unlock()
+			return
+		}
+		a.mu.Unlock()
+		err := a.record(batch)
+		for _, p := range batch {
+			p.done <- err
+		}
+	}
+}
+
+// record finishes one batch in its own transaction, then dispatches the
+// steps it enqueued.
+func (a *Advancer) record(batch []*pending) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	reports := make([]Report, len(batch))
+	for i, p := range batch {
+		reports[i] = p.Report
+	}
+	var b Batch
 	err := db.InTx(ctx, a.db, func(tx *sqlx.Tx) error {
 		var err error
-		adv, err = Finish(ctx, tx, ref, o)
+		b, err = FinishBatch(ctx, tx, reports)
 		return err
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("record %d workflow step outcomes: %w", len(batch), err)
 	}
-	if !adv.Changed {
-		a.log.Info("duplicate workflow step outcome ignored", "workflow_id", ref.WorkflowID, "step_id", ref.StepID)
-		return nil
+	if a.dispatch != nil && len(b.TaskIDs) > 0 {
+		a.dispatch.Dispatch(b.TaskIDs...)
 	}
-	if adv.Enqueued > 0 && !o.FinishedAt.IsZero() {
-		a.metrics.Advanced(time.Since(o.FinishedAt))
-	}
-	if adv.Ended {
-		a.metrics.Finished(adv.Workflow.State)
-		a.log.Info("workflow finished", "workflow_id", ref.WorkflowID, "state", adv.Workflow.State)
+	for i, adv := range b.Advances {
+		r := reports[i]
+		if !adv.Changed {
+			a.log.Info("duplicate workflow step outcome ignored", "workflow_id", r.Ref.WorkflowID, "step_id", r.Ref.StepID)
+			continue
+		}
+		if adv.Enqueued > 0 && !r.Outcome.FinishedAt.IsZero() {
+			a.metrics.Advanced(time.Since(r.Outcome.FinishedAt))
+		}
+		if adv.Ended {
+			a.metrics.Finished(adv.Workflow.State)
+			a.log.Info("workflow finished", "workflow_id", r.Ref.WorkflowID, "state", adv.Workflow.State)
+		}
 	}
 	return nil
+}
+
+// StepStarted implements tasks.StepReporter: it notes that step ref's task
+// started at at, to be written within startFlushEvery; it does not block.
+func (a *Advancer) StepStarted(ref tasks.StepRef, at time.Time) {
+	a.startMu.Lock()
+	a.starts = append(a.starts, store.StepStart{StepKey: store.StepKey{WorkflowID: ref.WorkflowID, StepID: ref.StepID}, At: at})
+	if len(a.starts) == 1 {
+		time.AfterFunc(startFlushEvery, a.flushStarts)
+	}
+	a.startMu.Unlock()
+}
+
+// flushStarts writes the starts noted so far with synchronous_commit off:
+// the commit does not wait for the WAL flush, since losing a timestamp in
+// a crash is harmless.
+func (a *Advancer) flushStarts() {
+	a.startMu.Lock()
+	starts := a.starts
+	a.starts = nil
+	a.startMu.Unlock()
+	if len(starts) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := db.InTx(ctx, a.db, func(tx *sqlx.Tx) error {
+		if _, err := tx.ExecContext(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+			return err
+		}
+		return store.NewWorkflows(tx).RecordStarts(ctx, starts)
+	})
+	if err != nil {
+		a.log.Warn("workflow step start times not recorded", "steps", len(starts), "err", err)
+	}
 }

@@ -62,7 +62,7 @@ type Reconciler struct {
 
 // NewReconciler returns a Reconciler; metrics may be nil.
 func NewReconciler(d *sqlx.DB, tl TaskLookup, metrics *observe.WorkflowMetrics, log *slog.Logger, opts ReconcilerOptions) *Reconciler {
-	return &Reconciler{db: d, tasks: tl, adv: NewAdvancer(d, metrics, log), metrics: metrics,
+	return &Reconciler{db: d, tasks: tl, adv: NewAdvancer(d, nil, metrics, log), metrics: metrics,
 		log: log.With("component", "workflow_reconciler"), opts: opts.withDefaults()}
 }
 

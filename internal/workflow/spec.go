@@ -30,8 +30,9 @@ import (
 	"github.com/conveyor-run/conveyor/tasks"
 )
 
-// MaxSteps bounds a workflow's size.
-const MaxSteps = 10_000
+// MaxSteps bounds a workflow's size: a group of 10,000 tasks and its
+// callback.
+const MaxSteps = 10_001
 
 // What a step does when one of its parents failed (or was cancelled).
 const (

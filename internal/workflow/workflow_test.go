@@ -41,7 +41,7 @@ func TestValidate(t *testing.T) {
 	}{
 		{"chain", bad(ping("a"), ping("b", "a"), ping("c", "b")), "", ""},
 		{"empty", bad(), "steps", "at least one"},
-		{"too many", workflow.Spec{Steps: tooMany}, "steps", "at most 10000"},
+		{"too many", workflow.Spec{Steps: tooMany}, "steps", "at most 10001"},
 		{"duplicate id", bad(ping("a"), ping("b"), ping("a")), "steps[2].id", "duplicates the id of steps[0]"},
 		{"bad id", bad(ping("a b")), "steps[0].id", "letters"},
 		{"unknown parent", bad(ping("a"), ping("b", "a"), ping("c", "zz")), "steps[2].after", `"zz" is not a step`},
@@ -305,7 +305,7 @@ func TestCancel(t *testing.T) {
 // callback must be enqueued exactly once, by the last parent.
 func TestChordOfManyRunsCallbackOnce(t *testing.T) {
 	t.Parallel()
-	n := workflow.MaxSteps - 1 // a chord at the size limit: 9,999 tasks + the callback
+	n := workflow.MaxSteps - 1 // a chord at the size limit: 10,000 tasks + the callback
 	if testing.Short() {
 		n = 1000
 	}

@@ -1,0 +1,244 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/lib/pq"
+)
+
+// The finish side of workflows, set-based: the worker records the outcomes
+// of many steps (of one or many workflows) in one transaction, so every
+// statement here takes a batch and costs one round trip whatever its size.
+
+// StepKey names one step of one workflow.
+type StepKey struct {
+	WorkflowID string `db:"workflow_id"`
+	StepID     string `db:"step_id"`
+}
+
+// StepEnd is one step outcome for FinishSteps.
+type StepEnd struct {
+	StepKey
+	State      string          // StepSucceeded or StepFailed
+	Result     json.RawMessage // nil: none
+	Error      string
+	StartedAt  time.Time // when the task started; zero: unknown
+	FinishedAt time.Time // when the task ended; zero: now()
+}
+
+// LockAll locks the rows of the workflows ids (those that exist) until the
+// transaction ends and returns them. Rows are locked in id order, so
+// transactions locking overlapping sets wait for each other instead of
+// deadlocking.
+func (r *Workflows) LockAll(ctx context.Context, ids []string) ([]Workflow, error) {
+	out := []Workflow{}
+	err := r.q.SelectContext(ctx, &out,
+		`SELECT * FROM workflows WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, pq.Array(ids))
+	return out, mapErr(err, "lock workflows")
+}
+
+// FinishSteps moves every step of ends that is still enqueued to its
+// state, with its result, error and times (started_at only if the start was
+// not recorded yet), and returns the steps it moved: a step that is not
+// enqueued any more (a duplicate or late report) is left alone and not
+// returned. ends must name each step at most once; the caller holds the
+// workflows' locks.
+func (r *Workflows) FinishSteps(ctx context.Context, ends []StepEnd) ([]StepKey, error) {
+	n := len(ends)
+	wfs, steps, states, results, errs, started, finished := make([]string, n), make([]string, n), make([]string, n),
+		make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	for i, e := range ends {
+		wfs[i], steps[i], states[i], results[i], errs[i] = e.WorkflowID, e.StepID, e.State, string(e.Result), e.Error
+		started[i], finished[i] = pgTime(e.StartedAt), pgTime(e.FinishedAt)
+	}
+	out := []StepKey{}
+	err := r.q.SelectContext(ctx, &out,
+		`UPDATE workflow_steps s
+		    SET state = u.state, result = NULLIF(u.result, '')::jsonb, error = u.error,
+		        started_at = COALESCE(s.started_at, NULLIF(u.started, '')::timestamptz),
+		        finished_at = COALESCE(NULLIF(u.finished, '')::timestamptz, now())
+		   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+		        AS u(wf, step, state, result, error, started, finished)
+		  WHERE s.workflow_id = u.wf AND s.step_id = u.step AND s.state = 'enqueued'
+		 RETURNING s.workflow_id, s.step_id`,
+		pq.Array(wfs), pq.Array(steps), pq.Array(states), pq.Array(results), pq.Array(errs),
+		pq.Array(started), pq.Array(finished))
+	return out, mapErr(err, "finish workflow steps")
+}
+
+// pgTime is t as PostgreSQL reads a timestamptz; "" for the zero time.
+func pgTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+// FinishedStep is a step that has just finished, for ReleaseChildren.
+type FinishedStep struct {
+	StepKey
+	Failed bool // it did not succeed (failed or cancelled)
+}
+
+// ReleasedChild is a waiting child after some of its parents finished.
+type ReleasedChild struct {
+	StepKey
+	ParentsLeft    int    `db:"parents_left"`
+	ParentFailed   bool   `db:"parent_failed"`
+	IfParentFailed string `db:"if_parent_failed"`
+}
+
+// ReleaseChildren counts the steps done as finished in each of their
+// waiting children, once per child whatever the number of its parents in
+// done (a chord's callback takes parents_left − n in one row update), and
+// returns those children as they are now.
+func (r *Workflows) ReleaseChildren(ctx context.Context, done []FinishedStep) ([]ReleasedChild, error) {
+	n := len(done)
+	wfs, steps, failed := make([]string, n), make([]string, n), make([]bool, n)
+	for i, d := range done {
+		wfs[i], steps[i], failed[i] = d.WorkflowID, d.StepID, d.Failed
+	}
+	out := []ReleasedChild{}
+	err := r.q.SelectContext(ctx, &out,
+		`WITH done AS (
+		     SELECT * FROM unnest($1::uuid[], $2::text[], $3::bool[]) AS d(wf, step, failed)
+		 ), agg AS (
+		     SELECT e.workflow_id, e.child, count(*)::int AS n, bool_or(d.failed) AS failed
+		       FROM done d JOIN workflow_edges e ON e.workflow_id = d.wf AND e.parent = d.step
+		      GROUP BY e.workflow_id, e.child
+		 )
+		 UPDATE workflow_steps c SET parents_left = c.parents_left - agg.n, parent_failed = c.parent_failed OR agg.failed
+		   FROM agg WHERE c.workflow_id = agg.workflow_id AND c.step_id = agg.child AND c.state = 'waiting'
+		 RETURNING c.workflow_id, c.step_id, c.parents_left, c.parent_failed, c.if_parent_failed`,
+		pq.Array(wfs), pq.Array(steps), pq.Array(failed))
+	return out, mapErr(err, "release children of workflow steps")
+}
+
+// CancelWaiting cancels the steps of keys that are still waiting, with
+// errMsg, and returns those it cancelled.
+func (r *Workflows) CancelWaiting(ctx context.Context, keys []StepKey, errMsg string) ([]StepKey, error) {
+	wfs, steps := splitKeys(keys)
+	out := []StepKey{}
+	err := r.q.SelectContext(ctx, &out,
+		`UPDATE workflow_steps s SET state = 'cancelled', error = $3, finished_at = now()
+		   FROM unnest($1::uuid[], $2::text[]) AS u(wf, step)
+		  WHERE s.workflow_id = u.wf AND s.step_id = u.step AND s.state = 'waiting'
+		 RETURNING s.workflow_id, s.step_id`, pq.Array(wfs), pq.Array(steps), errMsg)
+	return out, mapErr(err, "cancel waiting workflow steps")
+}
+
+// ReadyStep is a step that EnqueueSteps sent to the outbox.
+type ReadyStep struct {
+	StepKey
+	TaskID string `db:"task_id"` // also its outbox row's ID
+}
+
+// stepTaskOptions is the outbox options of workflow step s's task: the
+// step's own, plus the HeaderWorkflowStep header that tells the worker
+// which step it runs.
+const stepTaskOptions = `s.options || jsonb_build_object('headers', COALESCE(s.options->'headers', '{}'::jsonb)
+	|| jsonb_build_object('` + HeaderWorkflowStep + `', s.workflow_id::text || ':' || s.step_id))`
+
+// EnqueueSteps adds an outbox row for each step of keys that is waiting
+// with no parents left (across any number of workflows), marks those steps
+// enqueued and returns them; like EnqueueReady, the row carries
+// stepTaskOptions. The steps are marked first and the rows inserted from
+// what that returns: one pass, whatever the number of steps.
+func (r *Workflows) EnqueueSteps(ctx context.Context, keys []StepKey) ([]ReadyStep, error) {
+	wfs, steps := splitKeys(keys)
+	out := []ReadyStep{}
+	err := r.q.SelectContext(ctx, &out,
+		`WITH ready AS (
+		     UPDATE workflow_steps s SET state = 'enqueued', enqueued_at = now()
+		       FROM unnest($1::uuid[], $2::text[]) AS u(wf, step)
+		      WHERE s.workflow_id = u.wf AND s.step_id = u.step AND s.state = 'waiting' AND s.parents_left = 0
+		     RETURNING s.workflow_id, s.step_id, s.task_id, s.task_type, s.payload, `+stepTaskOptions+` AS options
+		 ), sent AS (
+		     INSERT INTO outbox (id, task_type, payload, request_id, options)
+		     SELECT ready.task_id, ready.task_type, ready.payload, w.request_id, ready.options
+		       FROM ready JOIN workflows w ON w.id = ready.workflow_id
+		 )
+		 SELECT workflow_id, step_id, task_id FROM ready`, pq.Array(wfs), pq.Array(steps))
+	return out, mapErr(err, "enqueue workflow steps")
+}
+
+// Progress is how many steps of one workflow a transaction finished.
+type Progress struct {
+	WorkflowID string
+	Finished   int // succeeded, failed or cancelled
+	Failed     int // of those, failed or cancelled
+}
+
+// SettleAll counts each workflow's finished (and failed) steps and ends
+// every running workflow that has no step left open, as succeeded or
+// failed, in one statement. It returns the workflows as they are
+// afterwards.
+func (r *Workflows) SettleAll(ctx context.Context, ps []Progress) ([]Workflow, error) {
+	n := len(ps)
+	ids, fin, failed := make([]string, n), make([]int64, n), make([]int64, n)
+	for i, p := range ps {
+		ids[i], fin[i], failed[i] = p.WorkflowID, int64(p.Finished), int64(p.Failed)
+	}
+	out := []Workflow{}
+	err := r.q.SelectContext(ctx, &out,
+		`UPDATE workflows w SET steps_open = w.steps_open - u.fin, steps_failed = w.steps_failed + u.failed,
+		        updated_at = now(),
+		        state = CASE WHEN w.state = 'running' AND w.steps_open - u.fin <= 0
+		                     THEN CASE WHEN w.steps_failed + u.failed > 0 THEN 'failed' ELSE 'succeeded' END
+		                     ELSE w.state END,
+		        finished_at = CASE WHEN w.state = 'running' AND w.steps_open - u.fin <= 0 THEN now() ELSE w.finished_at END
+		   FROM unnest($1::uuid[], $2::int[], $3::int[]) AS u(id, fin, failed)
+		  WHERE w.id = u.id RETURNING w.*`, pq.Array(ids), pq.Array(fin), pq.Array(failed))
+	return out, mapErr(err, "settle workflows")
+}
+
+// StepStart is when a step's task started.
+type StepStart struct {
+	StepKey
+	At time.Time
+}
+
+// StepState returns the state of step stepID of workflow id: anything but
+// enqueued means its task must not run (the step is finished or cancelled).
+// It only reads: the start itself is recorded by RecordStarts, in batches.
+func (r *Workflows) StepState(ctx context.Context, id, stepID string) (string, error) {
+	var state string
+	err := r.q.GetContext(ctx, &state,
+		`SELECT state FROM workflow_steps WHERE workflow_id = $1 AND step_id = $2`, id, stepID)
+	return state, mapErr(err, "state of step "+stepID+" of workflow "+id)
+}
+
+// RecordStarts sets started_at of the steps of starts that have none yet.
+// A row another transaction holds (the step is finishing right now, and
+// its finish sets started_at) is skipped rather than waited for, so this
+// never waits on, or deadlocks with, the advancement.
+func (r *Workflows) RecordStarts(ctx context.Context, starts []StepStart) error {
+	n := len(starts)
+	wfs, steps, at := make([]string, n), make([]string, n), make([]string, n)
+	for i, s := range starts {
+		wfs[i], steps[i], at[i] = s.WorkflowID, s.StepID, pgTime(s.At)
+	}
+	_, err := r.q.ExecContext(ctx,
+		`WITH u AS (
+		     SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS u(wf, step, at)
+		 ), pick AS (
+		     SELECT s.workflow_id, s.step_id, u.at FROM u
+		       JOIN workflow_steps s ON s.workflow_id = u.wf AND s.step_id = u.step
+		      WHERE s.started_at IS NULL
+		        FOR UPDATE OF s SKIP LOCKED
+		 )
+		 UPDATE workflow_steps s SET started_at = pick.at
+		   FROM pick WHERE s.workflow_id = pick.workflow_id AND s.step_id = pick.step_id`,
+		pq.Array(wfs), pq.Array(steps), pq.Array(at))
+	return mapErr(err, "record workflow step starts")
+}
+
+func splitKeys(keys []StepKey) (wfs, steps []string) {
+	wfs, steps = make([]string, len(keys)), make([]string, len(keys))
+	for i, k := range keys {
+		wfs[i], steps[i] = k.WorkflowID, k.StepID
+	}
+	return wfs, steps
+}
