@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strconv"
 	"sync"
@@ -12,20 +13,23 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/conveyor-run/conveyor/internal/db"
+	"github.com/conveyor-run/conveyor/internal/queue"
 	"github.com/conveyor-run/conveyor/internal/workflow"
 	"github.com/conveyor-run/conveyor/tasks"
 )
 
-// workflowScenario measures workflows with the real api (its relay sends
-// the steps' outbox rows to Redis) and the real worker (which runs them and
-// advances the workflow):
+// workflowScenario measures workflows with the real api (its relay is the
+// backstop for outbox rows nobody dispatched) and the real worker (which
+// runs the steps, advances the workflow and dispatches the next steps),
+// with the worker's defaults (wake-ups on). Workflows are started with the
+// Go API, their first steps handed to a dispatcher as a producer does:
 //
 //   - chain: -chain-length system:ping steps one after the other; per step,
 //     the child's started_at minus its parent's finished_at, both from the
 //     step rows in PostgreSQL (the worker's clock: when the parent's handler
 //     returned, when the child's task was taken up). The gap holds the
-//     advancement transaction and its commit, the way to Redis (the relay, or
-//     the worker's dispatcher) and the worker's pickup. The pickup alone is
+//     advancement transaction and its commit, the way to Redis (the worker's
+//     dispatcher) and the worker's pickup. The pickup alone is
 //     measured right after on the same worker (plain pings sent into Redis
 //     one at a time, enqueue to handler start); overhead = gap − pickup, at
 //     the median.
@@ -50,12 +54,6 @@ func workflowScenario() Scenario {
 	}
 }
 
-// workflowPoll is the WORKER_POLL_INTERVAL of the workflow scenario's
-// worker: the value the baseline ran with (the default is 20 ms); the
-// chain's gap holds one pickup per step, which the scenario measures and
-// subtracts anyway.
-const workflowPoll = "5ms"
-
 // startWorkflowProcs starts the api (for its outbox relay) and the worker,
 // configured like the plain drain's.
 func startWorkflowProcs(ctx context.Context, env *Env) (api, worker *Proc, err error) {
@@ -65,8 +63,7 @@ func startWorkflowProcs(ctx context.Context, env *Env) (api, worker *Proc, err e
 	if api, err = env.StartAPI(ctx); err != nil {
 		return nil, nil, err
 	}
-	if worker, err = env.StartWorker(ctx, "WORKER_CONCURRENCY="+strconv.Itoa(env.P.Concurrency), "WORKER_QUEUES=default=1",
-		"WORKER_POLL_INTERVAL="+workflowPoll); err != nil {
+	if worker, err = env.StartWorker(ctx, "WORKER_CONCURRENCY="+strconv.Itoa(env.P.Concurrency), "WORKER_QUEUES=default=1"); err != nil {
 		api.Stop()
 		return nil, nil, err
 	}
@@ -74,15 +71,30 @@ func startWorkflowProcs(ctx context.Context, env *Env) (api, worker *Proc, err e
 	return api, worker, nil
 }
 
-// startWorkflow starts spec through the Go API, in a transaction of its own.
+// startWorkflow starts spec through the Go API, in a transaction of its
+// own, and then hands its first steps to a dispatcher, as a producer
+// should (workflow.Start); the dispatcher runs until ctx ends.
 func startWorkflow(ctx context.Context, env *Env, spec workflow.Spec) (string, error) {
-	var id string
-	err := db.InTx(ctx, env.DB, func(tx *sqlx.Tx) error {
-		v, err := workflow.Start(ctx, tx, tasks.All(), spec, workflow.StartOptions{})
-		id = v.ID
+	client, err := queue.NewClient(env.P.RedisURL, tasks.All(), map[string]int{"default": 1})
+	if err != nil {
+		return "", err
+	}
+	d := queue.NewDispatcher(env.DB, client, slog.New(slog.DiscardHandler))
+	go func() {
+		_ = d.Run(ctx)
+		client.Close()
+	}()
+	var v workflow.View
+	err = db.InTx(ctx, env.DB, func(tx *sqlx.Tx) error {
+		var err error
+		v, err = workflow.Start(ctx, tx, tasks.All(), spec, workflow.StartOptions{})
 		return err
 	})
-	return id, err
+	if err != nil {
+		return "", err
+	}
+	d.Dispatch(v.Outbox()...)
+	return v.ID, nil
 }
 
 // waitWorkflow polls the workflow's state every 10 ms until it has ended.
@@ -143,6 +155,8 @@ func chainGaps(steps []stepTimes) ([]float64, error) {
 }
 
 func chainRun(ctx context.Context, env *Env) (Metrics, error) {
+	ctx, cancel := context.WithCancel(ctx) // ends startWorkflow's dispatcher
+	defer cancel()
 	n := env.P.ChainLength
 	api, worker, err := startWorkflowProcs(ctx, env)
 	if err != nil {
@@ -195,18 +209,23 @@ func chainRun(ctx context.Context, env *Env) (Metrics, error) {
 // returns, sorted, how long each waited from the enqueue call to its
 // handler's start (the ping's result says when it ran).
 func measurePickup(ctx context.Context, env *Env, n int) ([]float64, error) {
-	client := asynq.NewClient(env.RedisO)
+	// queue.Client, as the dispatcher enqueues (it announces the task to
+	// idle workers).
+	client, err := queue.NewClient(env.P.RedisURL, tasks.All(), map[string]int{"default": 1})
+	if err != nil {
+		return nil, err
+	}
 	defer client.Close()
 	var mu sync.Mutex
 	sent := map[string]time.Time{}
 	const rate = 20
 	lat, _ := openLoop(ctx, rate, time.Duration(n)*time.Second/rate, 10, func(ctx context.Context) error {
-		t, err := tasks.New(tasks.SystemPingPayload{}, asynq.Retention(10*time.Minute)) // kept to read its start
+		t, err := keptPing(10 * time.Minute)(0) // its result says when it ran
 		if err != nil {
 			return err
 		}
 		at := time.Now()
-		info, err := client.EnqueueContext(ctx, t, asynq.Queue("default"))
+		info, err := client.EnqueueTask(ctx, t, asynq.Queue("default"), asynq.Retention(10*time.Minute))
 		if err != nil {
 			return err
 		}
@@ -240,6 +259,8 @@ func measurePickup(ctx context.Context, env *Env, n int) ([]float64, error) {
 }
 
 func chordRun(ctx context.Context, env *Env) (Metrics, error) {
+	ctx, cancel := context.WithCancel(ctx) // ends startWorkflow's dispatcher
+	defer cancel()
 	n := env.P.GroupSize
 	if n < 2 || n > workflow.MaxSteps {
 		return nil, fmt.Errorf("-group-size must be between 2 and %d", workflow.MaxSteps)

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -77,11 +78,29 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr 
 	metrics := observe.NewTaskMetrics(reg)
 	wfMetrics := observe.NewWorkflowMetrics(reg)
 	registry := tasks.All()
+	// The queue client: the workflow reconciler asks asynq about steps whose
+	// outcome was never recorded (a worker died between a task's end and the
+	// advancement), and the dispatcher sends the steps this worker enqueues
+	// (a workflow's next steps) right after their transaction commits; the
+	// api's relay polls for whatever it does not send.
+	q, err := queue.NewClientFor(queue.RedisConfig{URL: cfg.RedisURL, ClusterAddrs: cfg.RedisClusterAddrs,
+		ClusterPassword: cfg.RedisClusterPassword}, registry, cfg.Queues)
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	dispatcher := queue.NewDispatcher(database, q, log, queue.DispatcherOptions{Metrics: observe.NewDispatchMetrics(reg)})
+	dctx, stopDispatcher := context.WithCancel(context.Background())
+	var dispatcherDone sync.WaitGroup
+	dispatcherDone.Go(func() { _ = dispatcher.Run(dctx) })
+	// After srv.Shutdown: the last tasks' children are still dispatched.
+	defer func() { stopDispatcher(); dispatcherDone.Wait() }()
+
 	mux := tasks.NewMux(registry, tasks.Deps{
 		DB: database, Mailer: mailer, Templates: templates, Log: log, CleanupMaxAge: cfg.CleanupMaxAge, OrderProcessDelay: cfg.OrderProcessDelay,
 		VerifyLinkFunc: verifyLinks(cfg, log),
 		UnverifiedMail: tasks.Limit{Max: cfg.Mail.UnverifiedMax, Window: cfg.Mail.UnverifiedWindow},
-		Workflows:      workflow.NewAdvancer(database, nil, wfMetrics, log),
+		Workflows:      workflow.NewAdvancer(database, dispatcher, wfMetrics, log),
 	}, metrics)
 	closeLimits, err := startLimits(ctx, redisOpt, registry, log, reg, mux)
 	if err != nil {
@@ -89,15 +108,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr 
 	}
 	defer closeLimits() // after srv.Shutdown: draining tasks still free their slots
 
-	// The workflow reconciler asks asynq about steps whose outcome was never
-	// recorded (a worker died between a task's end and the advancement).
-	inspect, err := queue.NewClientFor(queue.RedisConfig{URL: cfg.RedisURL, ClusterAddrs: cfg.RedisClusterAddrs,
-		ClusterPassword: cfg.RedisClusterPassword}, registry, cfg.Queues)
-	if err != nil {
-		return err
-	}
-	defer inspect.Close()
-	reconciler := workflow.NewReconciler(database, inspect, wfMetrics, log, workflow.ReconcilerOptions{
+	reconciler := workflow.NewReconciler(database, q, wfMetrics, log, workflow.ReconcilerOptions{
 		Every: cfg.WorkflowReconcileInterval, Age: cfg.WorkflowReconcileAge, StuckAfter: cfg.WorkflowStuckAfter})
 	rctx, stopReconciler := context.WithCancel(context.Background())
 	defer stopReconciler()
