@@ -73,8 +73,7 @@ const (
 // the workflow that fulfils it: order:process, then the confirmation email
 // only once processing has succeeded (an order that fails sends none).
 func CreateOrder(ctx context.Context, tx *sqlx.Tx, in NewOrder) (CreatedOrder, error) {
-	orders := store.NewOrders(tx)
-	o, err := orders.Create(ctx, in.UserID, in.Currency, in.Items)
+	o, err := store.NewOrders(tx).CreateForWorkflow(ctx, in.UserID, in.Currency, in.Items)
 	if err != nil {
 		return CreatedOrder{}, err
 	}
@@ -86,14 +85,10 @@ func CreateOrder(ctx context.Context, tx *sqlx.Tx, in NewOrder) (CreatedOrder, e
 		workflow.Task(OrderStepProcess, tasks.OrderProcessPayload{OrderID: o.ID}),
 		workflow.Task(OrderStepConfirm, tasks.EmailOrderConfirmationPayload{OrderID: o.ID}),
 	).Named(fmt.Sprintf("order %d", o.ID))
-	v, err := workflow.Start(ctx, tx, reg, spec, workflow.StartOptions{RequestID: in.RequestID})
+	v, err := workflow.Start(ctx, tx, reg, spec, workflow.StartOptions{RequestID: in.RequestID, ID: *o.WorkflowID})
 	if err != nil {
 		return CreatedOrder{}, err
 	}
-	if err := orders.SetWorkflow(ctx, o.ID, v.ID); err != nil {
-		return CreatedOrder{}, err
-	}
-	o.WorkflowID = &v.ID
 	out := CreatedOrder{Order: o, Outbox: v.Outbox()}
 	for _, s := range v.Steps {
 		out.TaskIDs = append(out.TaskIDs, s.TaskID)

@@ -59,6 +59,17 @@ const orderCols = `id, user_id, status, total_cents, currency, items, created_at
 // Create inserts a pending order for userID with items, computing the total,
 // and returns the stored row.
 func (r *Orders) Create(ctx context.Context, userID int64, currency string, items []OrderItem) (Order, error) {
+	return r.create(ctx, userID, currency, items, "NULL")
+}
+
+// CreateForWorkflow is Create for an order that a workflow will fulfil: the
+// workflow's ID is chosen with the order (WorkflowID), so the workflow is
+// then started under that ID and the order needs no second write.
+func (r *Orders) CreateForWorkflow(ctx context.Context, userID int64, currency string, items []OrderItem) (Order, error) {
+	return r.create(ctx, userID, currency, items, "gen_random_uuid()")
+}
+
+func (r *Orders) create(ctx context.Context, userID int64, currency string, items []OrderItem, workflowID string) (Order, error) {
 	var total int64
 	for _, it := range items {
 		total += it.Quantity * it.UnitPriceCents
@@ -69,16 +80,10 @@ func (r *Orders) Create(ctx context.Context, userID int64, currency string, item
 	}
 	var o Order
 	err = r.q.GetContext(ctx, &o,
-		`INSERT INTO orders (user_id, status, total_cents, currency, items)
-		 VALUES ($1, 'pending', $2, $3, $4) RETURNING `+orderCols,
+		`INSERT INTO orders (user_id, status, total_cents, currency, items, workflow_id)
+		 VALUES ($1, 'pending', $2, $3, $4, `+workflowID+`) RETURNING `+orderCols,
 		userID, total, currency, raw)
 	return o, mapErr(err, "create order")
-}
-
-// SetWorkflow records the workflow that fulfils order id.
-func (r *Orders) SetWorkflow(ctx context.Context, id int64, workflowID string) error {
-	_, err := r.q.ExecContext(ctx, `UPDATE orders SET workflow_id = $2 WHERE id = $1`, id, workflowID)
-	return mapErr(err, fmt.Sprintf("set workflow of order %d", id))
 }
 
 // Get returns the order with id.

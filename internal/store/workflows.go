@@ -104,13 +104,15 @@ func NewWorkflows(q Querier) *Workflows { return &Workflows{q: q} }
 
 // Create inserts a running workflow with its steps and edges (three
 // statements whatever the number of steps) and returns it with each step's
-// future task ID. Steps are not enqueued: call EnqueueReady next, in the
-// same transaction.
-func (r *Workflows) Create(ctx context.Context, name, requestID string, steps []NewWorkflowStep) (Workflow, []EnqueuedStep, error) {
+// future task ID. id is the workflow's ID if the caller chose it (an order
+// names its workflow when it is inserted), empty for a new one. Steps are not
+// enqueued: call EnqueueReady next, in the same transaction.
+func (r *Workflows) Create(ctx context.Context, id, name, requestID string, steps []NewWorkflowStep) (Workflow, []EnqueuedStep, error) {
 	var w Workflow
 	err := r.q.GetContext(ctx, &w,
-		`INSERT INTO workflows (name, steps_total, steps_open, request_id) VALUES ($1, $2, $2, $3) RETURNING *`,
-		name, len(steps), requestID)
+		`INSERT INTO workflows (id, name, steps_total, steps_open, request_id)
+		 VALUES (COALESCE(NULLIF($4, '')::uuid, gen_random_uuid()), $1, $2, $2, $3) RETURNING *`,
+		name, len(steps), requestID, id)
 	if err != nil {
 		return Workflow{}, nil, mapErr(err, "create workflow")
 	}

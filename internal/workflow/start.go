@@ -14,6 +14,9 @@ import (
 
 // StartOptions tune Start.
 type StartOptions struct {
+	// ID is the workflow's ID when the caller chose it beforehand (an
+	// order names its workflow as it is inserted); empty: a new one.
+	ID string
 	// RequestID travels with every step's task (worker logs).
 	RequestID string
 	// Queues, when not nil, are the queues the workers serve: a step on any
@@ -61,7 +64,7 @@ func Start(ctx context.Context, tx *sqlx.Tx, reg *tasks.Registry, s Spec, o Star
 			Queue: queue, IfParentFailed: mode, After: st.After}
 	}
 	wfs := store.NewWorkflows(tx)
-	w, created, err := wfs.Create(ctx, s.Name, o.RequestID, steps)
+	w, created, err := wfs.Create(ctx, o.ID, s.Name, o.RequestID, steps)
 	if err != nil {
 		return View{}, err
 	}
