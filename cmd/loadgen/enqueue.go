@@ -41,6 +41,8 @@ func enqueueClient(ctx context.Context, env *Env) (Metrics, error) {
 	}
 	client := asynq.NewClient(env.RedisO)
 	defer client.Close()
+	self := procCPU(os.Getpid())
+	rd := env.RedisCPU(ctx)
 	lat, wall := closedLoop(ctx, env.P.ClientGoroutines, env.P.Duration, func(ctx context.Context) error {
 		t, err := tasks.New(tasks.SystemPingPayload{})
 		if err != nil {
@@ -49,7 +51,12 @@ func enqueueClient(ctx context.Context, env *Env) (Metrics, error) {
 		_, err = client.EnqueueContext(ctx, t)
 		return err
 	})
-	return rateMetrics(lat, wall, 1), nil
+	out := rateMetrics(lat, wall, 1)
+	if n := float64(len(lat.ds)); n > 0 {
+		out["loadgen_cpu_us_per_task"] = float64((procCPU(os.Getpid()) - self).Microseconds()) / n
+		out["redis_cpu_us_per_task"] = float64((env.RedisCPU(ctx) - rd).Microseconds()) / n
+	}
+	return out, nil
 }
 
 func enqueueHTTP(batch bool) func(context.Context, *Env) (Metrics, error) {
@@ -92,6 +99,7 @@ func enqueueHTTP(batch bool) func(context.Context, *Env) (Metrics, error) {
 		profiled := env.profileAPI(ctx, api, name)
 		m := env.meter(ctx, api)
 		calls0 := env.RedisCalls(ctx)
+		self := procCPU(os.Getpid())
 		lat, wall := closedLoop(ctx, env.P.Conns, env.P.Duration, func(ctx context.Context) error {
 			_, err := call(ctx, c, http.MethodPost, url, APIToken, json.RawMessage(raw), nil)
 			return err
@@ -103,6 +111,9 @@ func enqueueHTTP(batch bool) func(context.Context, *Env) (Metrics, error) {
 			out["api_cpu_us_per_task"] = float64(pcpu.Microseconds()) / n
 			out["redis_cpu_us_per_task"] = float64(rcpu.Microseconds()) / n
 			out["redis_calls_per_task"] = float64(calls) / n
+			// The generator's own CPU (the asynq client's, or the HTTP
+			// client's): all three share the machine's cores.
+			out["loadgen_cpu_us_per_task"] = float64((procCPU(os.Getpid()) - self).Microseconds()) / n
 		}
 		if err := profiled(); err != nil {
 			return nil, err
