@@ -85,6 +85,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("DATABASE_URL: %w", err)
 	}
 	defer database.Close()
+	db.SetPoolSize(database, cfg.DatabaseMaxConns)
 
 	if cmd == "migrate" || cfg.AutoMigrate {
 		n, err := db.Migrate(ctx, database.DB)

@@ -41,12 +41,15 @@ func runOrders(open bool) func(context.Context, *Env) (Metrics, error) {
 		if err := env.FlushRedis(ctx); err != nil {
 			return nil, err
 		}
-		api, err := env.StartAPI(ctx)
+		// One connection per concurrent request or task: with the default
+		// pool of 20 both queued for connections.
+		api, err := env.StartAPI(ctx, "DATABASE_MAX_CONNS="+strconv.Itoa(max(env.P.Conns, 20)))
 		if err != nil {
 			return nil, err
 		}
 		defer api.Stop()
-		worker, err := env.StartWorker(ctx, "WORKER_CONCURRENCY="+strconv.Itoa(env.P.OrderWorkers))
+		worker, err := env.StartWorker(ctx, "WORKER_CONCURRENCY="+strconv.Itoa(env.P.OrderWorkers),
+			"DATABASE_MAX_CONNS="+strconv.Itoa(max(env.P.OrderWorkers, 20)))
 		if err != nil {
 			return nil, err
 		}

@@ -60,6 +60,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr 
 		return fmt.Errorf("DATABASE_URL: %w", err)
 	}
 	defer database.Close()
+	db.SetPoolSize(database, cfg.DatabaseMaxConns)
 
 	templates, err := mail.LoadTemplates()
 	if err != nil {

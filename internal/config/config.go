@@ -41,6 +41,9 @@ type Config struct {
 	Role Role
 
 	DatabaseURL string
+	// DatabaseMaxConns (DATABASE_MAX_CONNS) is the size of the process's
+	// PostgreSQL connection pool, open and idle alike.
+	DatabaseMaxConns int
 	// Redis is either RedisURL (REDIS_URL: one server, or Sentinel) or
 	// RedisClusterAddrs (REDIS_CLUSTER_ADDRS: the seed nodes of a Redis
 	// Cluster, with RedisClusterPassword); never both.
@@ -139,6 +142,9 @@ const (
 	DefaultQueues           = "critical=6,default=3,low=1"
 	DefaultBodyLimit        = 1 << 20
 	DefaultTaskRetention    = 24 * time.Hour
+	// DefaultDatabaseMaxConns keeps api + worker + scheduler replicas well
+	// under PostgreSQL's default max_connections (100).
+	DefaultDatabaseMaxConns = 20
 	// DefaultPollInterval: with wake-ups, how long an idle worker waits for
 	// one before it looks at its queues anyway (tasks enqueued by other
 	// asynq clients are picked up within it). Polling alone would need 5 ms
@@ -159,6 +165,7 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 	c := Config{Role: role}
 
 	c.DatabaseURL = p.required("DATABASE_URL", validatePostgresURL)
+	c.DatabaseMaxConns = p.intRange("DATABASE_MAX_CONNS", DefaultDatabaseMaxConns, 1, 1000)
 	// The database commands (RoleMigrate) never use Redis.
 	c.RedisURL, c.RedisClusterAddrs, c.RedisClusterPassword = p.redis(role != RoleMigrate)
 	c.LogFormat = p.oneOf("LOG_FORMAT", "text", "text", "json")

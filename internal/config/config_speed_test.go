@@ -67,3 +67,21 @@ func TestAPISidePortIsOptional(t *testing.T) {
 		t.Errorf("bad METRICS_ADDR: error = %v", err)
 	}
 }
+
+func TestDatabaseMaxConns(t *testing.T) {
+	t.Parallel()
+	c, err := config.Load(opsEnv(nil), config.RoleWorker)
+	if err != nil || c.DatabaseMaxConns != config.DefaultDatabaseMaxConns {
+		t.Fatalf("default pool = %d, %v; want %d", c.DatabaseMaxConns, err, config.DefaultDatabaseMaxConns)
+	}
+	c, err = config.Load(opsEnv(map[string]string{"DATABASE_MAX_CONNS": "50"}), config.RoleWorker)
+	if err != nil || c.DatabaseMaxConns != 50 {
+		t.Fatalf("DATABASE_MAX_CONNS=50: %d, %v", c.DatabaseMaxConns, err)
+	}
+	for _, bad := range []string{"0", "1001", "many"} {
+		_, err := config.Load(opsEnv(map[string]string{"DATABASE_MAX_CONNS": bad}), config.RoleWorker)
+		if err == nil || !strings.Contains(err.Error(), "DATABASE_MAX_CONNS") {
+			t.Errorf("DATABASE_MAX_CONNS=%s: error = %v", bad, err)
+		}
+	}
+}

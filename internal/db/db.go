@@ -27,8 +27,7 @@ func Open(ctx context.Context, url string) (*sqlx.DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	d.SetMaxOpenConns(20)
-	d.SetMaxIdleConns(10)
+	SetPoolSize(d, 20)
 	d.SetConnMaxIdleTime(5 * time.Minute)
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -37,6 +36,14 @@ func Open(ctx context.Context, url string) (*sqlx.DB, error) {
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
 	return d, nil
+}
+
+// SetPoolSize sets how many connections d keeps, open and idle alike
+// (DATABASE_MAX_CONNS): fewer idle than open connections would close and
+// reopen connections (a PostgreSQL backend each) all through a busy spell.
+func SetPoolSize(d *sqlx.DB, n int) {
+	d.SetMaxOpenConns(n)
+	d.SetMaxIdleConns(n)
 }
 
 // Migrations returns the embedded migration files (for hashing in tests).
