@@ -102,25 +102,17 @@ type Workflows struct{ q Querier }
 // NewWorkflows returns a repository over q.
 func NewWorkflows(q Querier) *Workflows { return &Workflows{q: q} }
 
-// Create inserts a running workflow with its steps and edges (three
-// statements whatever the number of steps) and returns it with each step's
+// Create inserts a running workflow with its steps and edges, in one
+// statement whatever the number of steps, and returns it with each step's
 // future task ID. id is the workflow's ID if the caller chose it (an order
 // names its workflow when it is inserted), empty for a new one. Steps are not
 // enqueued: call EnqueueReady next, in the same transaction.
 func (r *Workflows) Create(ctx context.Context, id, name, requestID string, steps []NewWorkflowStep) (Workflow, []EnqueuedStep, error) {
-	var w Workflow
-	err := r.q.GetContext(ctx, &w,
-		`INSERT INTO workflows (id, name, steps_total, steps_open, request_id)
-		 VALUES (COALESCE(NULLIF($4, '')::uuid, gen_random_uuid()), $1, $2, $2, $3) RETURNING *`,
-		name, len(steps), requestID, id)
-	if err != nil {
-		return Workflow{}, nil, mapErr(err, "create workflow")
-	}
 	n := len(steps)
 	ids, types, payloads, options, queues, modes := make([]string, n), make([]string, n), make([]string, n),
 		make([]string, n), make([]string, n), make([]string, n)
 	positions, parents := make([]int64, n), make([]int64, n)
-	var edgeParents, edgeChildren []string
+	edgeParents, edgeChildren := []string{}, []string{}
 	for i, s := range steps {
 		ids[i], types[i], payloads[i], queues[i], modes[i] = s.StepID, s.TaskType, string(s.Payload), s.Queue, s.IfParentFailed
 		options[i] = "{}"
@@ -132,29 +124,48 @@ func (r *Workflows) Create(ctx context.Context, id, name, requestID string, step
 			edgeParents, edgeChildren = append(edgeParents, p), append(edgeChildren, s.StepID)
 		}
 	}
-	var ids2 []EnqueuedStep
-	err = r.q.SelectContext(ctx, &ids2,
-		`INSERT INTO workflow_steps (workflow_id, step_id, position, task_type, payload, options, queue,
-		                             if_parent_failed, parents_left)
-		 SELECT $1, s.id, s.pos, s.typ, s.payload::jsonb, s.opts::jsonb, s.queue, s.mode, s.parents
-		   FROM unnest($2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[])
-		        AS s(id, pos, typ, payload, opts, queue, mode, parents)
-		 RETURNING step_id, task_id`,
-		w.ID, pq.Array(ids), pq.Array(positions), pq.Array(types), pq.Array(payloads), pq.Array(options),
-		pq.Array(queues), pq.Array(modes), pq.Array(parents))
+	// One round trip instead of three: the foreign keys of steps and edges
+	// are checked at the end of the statement, when the workflow row exists.
+	var row struct {
+		Workflow
+		Steps json.RawMessage `db:"created_steps"`
+	}
+	err := r.q.GetContext(ctx, &row,
+		`WITH w AS (
+		     INSERT INTO workflows (id, name, steps_total, steps_open, request_id)
+		     VALUES (COALESCE(NULLIF($4, '')::uuid, gen_random_uuid()), $1, $2, $2, $3) RETURNING *
+		 ), s AS (
+		     INSERT INTO workflow_steps (workflow_id, step_id, position, task_type, payload, options, queue,
+		                                 if_parent_failed, parents_left)
+		     SELECT w.id, s.id, s.pos, s.typ, s.payload::jsonb, s.opts::jsonb, s.queue, s.mode, s.parents
+		       FROM w, unnest($5::text[], $6::int[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int[])
+		            AS s(id, pos, typ, payload, opts, queue, mode, parents)
+		     RETURNING step_id, task_id
+		 ), e AS (
+		     INSERT INTO workflow_edges (workflow_id, parent, child)
+		     SELECT w.id, e.parent, e.child FROM w, unnest($13::text[], $14::text[]) AS e(parent, child)
+		 )
+		 SELECT w.*, COALESCE((SELECT json_agg(json_build_object('step_id', s.step_id, 'task_id', s.task_id)) FROM s),
+		                      '[]') AS created_steps
+		   FROM w`,
+		name, n, requestID, id,
+		pq.Array(ids), pq.Array(positions), pq.Array(types), pq.Array(payloads), pq.Array(options),
+		pq.Array(queues), pq.Array(modes), pq.Array(parents), pq.Array(edgeParents), pq.Array(edgeChildren))
 	if err != nil {
-		return Workflow{}, nil, mapErr(err, "create workflow steps")
+		return Workflow{}, nil, mapErr(err, "create workflow")
 	}
-	if len(edgeParents) > 0 {
-		_, err = r.q.ExecContext(ctx,
-			`INSERT INTO workflow_edges (workflow_id, parent, child)
-			 SELECT $1, e.parent, e.child FROM unnest($2::text[], $3::text[]) AS e(parent, child)`,
-			w.ID, pq.Array(edgeParents), pq.Array(edgeChildren))
-		if err != nil {
-			return Workflow{}, nil, mapErr(err, "create workflow edges")
-		}
+	var created []struct {
+		StepID string `json:"step_id"`
+		TaskID string `json:"task_id"`
 	}
-	return w, ids2, nil
+	if err := json.Unmarshal(row.Steps, &created); err != nil {
+		return Workflow{}, nil, fmt.Errorf("create workflow: read its steps: %w", err)
+	}
+	out := make([]EnqueuedStep, len(created))
+	for i, c := range created {
+		out[i] = EnqueuedStep{StepID: c.StepID, TaskID: c.TaskID}
+	}
+	return row.Workflow, out, nil
 }
 
 // HeaderWorkflowStep is the task header that names a step's workflow and
