@@ -109,7 +109,8 @@ func pickup(interval string, mode pickupMode) func(context.Context, *Env) (Metri
 			}
 			defer client.Close()
 			enqueue = func(ctx context.Context, t *asynq.Task) (string, error) {
-				info, err := client.EnqueueTask(ctx, t, asynq.Queue("default"))
+				// The retention given here wins over the type's (none for a ping).
+				info, err := client.EnqueueTask(ctx, t, asynq.Queue("default"), asynq.Retention(10*time.Minute))
 				return info.ID, err
 			}
 		}

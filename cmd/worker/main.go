@@ -110,7 +110,8 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr 
 	defer closeLimits() // after srv.Shutdown: draining tasks still free their slots
 
 	reconciler := workflow.NewReconciler(database, q, wfMetrics, log, workflow.ReconcilerOptions{
-		Every: cfg.WorkflowReconcileInterval, Age: cfg.WorkflowReconcileAge, StuckAfter: cfg.WorkflowStuckAfter})
+		Every: cfg.WorkflowReconcileInterval, Age: cfg.WorkflowReconcileAge, StuckAfter: cfg.WorkflowStuckAfter,
+		Dispatch: dispatcher})
 	rctx, stopReconciler := context.WithCancel(context.Background())
 	defer stopReconciler()
 	go reconciler.Run(rctx)

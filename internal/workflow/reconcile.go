@@ -25,6 +25,10 @@ type ReconcilerOptions struct {
 	Age        time.Duration // a step is looked at once enqueued (and unchecked) this long; default 1 min
 	Batch      int           // steps per look; default 500
 	StuckAfter time.Duration // see CountStuck; default 10 min
+	// Dispatch sends the steps a repaired outcome releases right after the
+	// commit, as the worker's Advancer does; nil leaves them to the relay's
+	// poll.
+	Dispatch Dispatcher
 }
 
 func (o ReconcilerOptions) withDefaults() ReconcilerOptions {
@@ -62,7 +66,7 @@ type Reconciler struct {
 
 // NewReconciler returns a Reconciler; metrics may be nil.
 func NewReconciler(d *sqlx.DB, tl TaskLookup, metrics *observe.WorkflowMetrics, log *slog.Logger, opts ReconcilerOptions) *Reconciler {
-	return &Reconciler{db: d, tasks: tl, adv: NewAdvancer(d, nil, metrics, log), metrics: metrics,
+	return &Reconciler{db: d, tasks: tl, adv: NewAdvancer(d, opts.Dispatch, metrics, log), metrics: metrics,
 		log: log.With("component", "workflow_reconciler"), opts: opts.withDefaults()}
 }
 

@@ -52,10 +52,16 @@ func TestReconcilerAdvancesStepsWhoseOutcomeWasLost(t *testing.T) {
 		task["running"]:  {ID: task["running"], State: "active"},
 		task["unsent"]:   {ID: task["unsent"], State: "completed"}, // must not be asked: its row is unsent
 	}
-	r := workflow.NewReconciler(b.db, q, nil, testenv.Logger(t), workflow.ReconcilerOptions{Age: time.Minute})
+	d := &dispatched{t: t, db: b.db}
+	r := workflow.NewReconciler(b.db, q, nil, testenv.Logger(t), workflow.ReconcilerOptions{Age: time.Minute, Dispatch: d})
 	n, err := r.ReconcileOnce(ctx)
 	if err != nil || n != 3 {
 		t.Fatalf("ReconcileOnce = %d, %v; want 3 advanced", n, err)
+	}
+	// The step the repair released goes out after the commit, not at the
+	// relay's next poll.
+	if got := d.ids(); len(got) != 1 || got[0] != task["next"] {
+		t.Errorf("dispatched %v, want only next's task %s", got, task["next"])
 	}
 	got, err := workflow.Get(ctx, b.db, v.ID)
 	if err != nil {
