@@ -117,8 +117,8 @@ cat <<EOF
 
   Enqueue a task:
     TOKEN=$API_TOKEN
-    curl -s -X POST $API/api/v1/tasks -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' -d '{"type":"system:ping","payload":{}}'
-  Look it up (id from the answer above; ?wait=10s waits for it to finish):
+    curl -s -X POST $API/api/v1/tasks -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' -d '{"type":"system:ping","payload":{},"retention":3600}'
+  Look it up (id from the answer above; ?wait=10s waits for it to finish; "retention" kept it 1 h):
     curl -s "$API/api/v1/tasks/<id>?wait=10s" -H "Authorization: Bearer \$TOKEN"
   As a user: register, log in, create an order (README: "A tour with curl"):
     curl -s -X POST $API/api/v1/auth/register -H 'Content-Type: application/json' -d '{"email":"ada@example.com","password":"correct horse","name":"Ada"}'
