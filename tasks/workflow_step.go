@@ -100,7 +100,7 @@ func (h *stepHook) begin(ctx context.Context, t *asynq.Task) (_ context.Context,
 	}
 	started := time.Now()
 	steps := store.NewWorkflows(h.db)
-	state, err := steps.StepState(ctx, ref.WorkflowID, ref.StepID)
+	state, hasParents, err := steps.StepState(ctx, ref.WorkflowID, ref.StepID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		h.log.Warn("workflow step not found; task dropped", "workflow_id", ref.WorkflowID, "step_id", ref.StepID)
@@ -123,7 +123,11 @@ func (h *stepHook) begin(ctx context.Context, t *asynq.Task) (_ context.Context,
 		h.reporter.StepStarted(ref, started)
 	}
 	ctx = withState(ctx, resultWriter(t))
+	noParents := err == nil && !hasParents // known to have none: nothing to read
 	ctx = context.WithValue(ctx, parentsKey{}, func(ctx context.Context) ([]ParentResult, error) {
+		if noParents {
+			return []ParentResult{}, nil
+		}
 		return steps.ParentResults(ctx, ref.WorkflowID, ref.StepID)
 	})
 	return ctx, &stepRun{ref: ref, started: started}, true

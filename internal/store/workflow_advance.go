@@ -211,14 +211,23 @@ type StepStart struct {
 	At time.Time
 }
 
-// StepState returns the state of step stepID of workflow id: anything but
-// enqueued means its task must not run (the step is finished or cancelled).
-// It only reads: the start itself is recorded by RecordStarts, in batches.
-func (r *Workflows) StepState(ctx context.Context, id, stepID string) (string, error) {
-	var state string
-	err := r.q.GetContext(ctx, &state,
-		`SELECT state FROM workflow_steps WHERE workflow_id = $1 AND step_id = $2`, id, stepID)
-	return state, mapErr(err, "state of step "+stepID+" of workflow "+id)
+// StepState returns the state of step stepID of workflow id (anything but
+// enqueued means its task must not run: the step is finished or cancelled)
+// and whether the step has parents. It only reads: the start itself is
+// recorded by RecordStarts, in batches.
+func (r *Workflows) StepState(ctx context.Context, id, stepID string) (state string, hasParents bool, err error) {
+	var row struct {
+		State      string `db:"state"`
+		HasParents bool   `db:"has_parents"`
+	}
+	// Whether it has parents comes with the state, in the same round trip:
+	// a step without any (a group's member) then needs no ParentResults
+	// query, which every system:ping step would otherwise run.
+	err = r.q.GetContext(ctx, &row,
+		`SELECT s.state, EXISTS (SELECT 1 FROM workflow_edges e
+		                          WHERE e.workflow_id = s.workflow_id AND e.child = s.step_id) AS has_parents
+		   FROM workflow_steps s WHERE s.workflow_id = $1 AND s.step_id = $2`, id, stepID)
+	return row.State, row.HasParents, mapErr(err, "state of step "+stepID+" of workflow "+id)
 }
 
 // RecordStarts sets started_at of the steps of starts that have none yet.

@@ -294,3 +294,28 @@ func TestStepStartRecorded(t *testing.T) {
 		t.Fatalf("started: a %v, b %v; want %v, %v unchanged", a.StartedAt, bb.StartedAt, at, bAt)
 	}
 }
+
+// TestStepStateSaysWhetherAStepHasParents: the worker reads a step's state
+// when its task starts; the same read says whether the step has parents,
+// so a step without any reads no parent results.
+func TestStepStateSaysWhetherAStepHasParents(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	v := b.start(workflow.Spec{Steps: []workflow.Step{ping("a"), ping("b"), ping("cb", "a", "b")}})
+	for step, want := range map[string]bool{"a": false, "b": false, "cb": true} {
+		state, has, err := store.NewWorkflows(b.db).StepState(ctx, v.ID, step)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if has != want {
+			t.Errorf("step %s: has parents %v, want %v", step, has, want)
+		}
+		if wantState := map[bool]string{false: "enqueued", true: "waiting"}[want]; state != wantState {
+			t.Errorf("step %s: state %s, want %s", step, state, wantState)
+		}
+	}
+	if _, _, err := store.NewWorkflows(b.db).StepState(ctx, v.ID, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("unknown step: err %v, want ErrNotFound", err)
+	}
+}
