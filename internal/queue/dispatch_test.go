@@ -256,22 +256,7 @@ func TestDispatcherLeavesRowsToTheRelayWhileRedisIsDown(t *testing.T) {
 		t.Fatalf("row after the dispatcher's failure = %+v", row)
 	}
 
-	redisURL, _ := testenv.Redis(t)
-	up, err := queue.NewClient(redisURL, tasks.All(), allQueues)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer up.Close()
-	if err := ob.MarkFailed(ctx, id, row.LastError, 0); err != nil { // the backoff has passed
-		t.Fatal(err)
-	}
-	relay := queue.NewRelay(down.db, up, testenv.Logger(t), queue.RelayOptions{})
-	if n, failed, err := relay.RelayOnce(ctx); n != 1 || failed != 0 || err != nil {
-		t.Fatalf("RelayOnce after recovery = %d, %d, %v", n, failed, err)
-	}
-	if _, err := up.GetTask(ctx, id, ""); err != nil {
-		t.Fatalf("task not enqueued after recovery: %v", err)
-	}
+	relayAfterRecovery(t, down.db, id, row.LastError)
 }
 
 // Dispatch never blocks: IDs beyond the buffer are dropped and counted (the

@@ -257,22 +257,38 @@ func TestRelayBacksOffWhileRedisIsDown(t *testing.T) {
 
 	// Redis is back (a relay with a working client on the same database),
 	// and the backoff has passed.
+	relayAfterRecovery(t, down.db, id, row.LastError)
+}
+
+// relayAfterRecovery: once Redis is back (a relay with a working client on
+// d's database) and the backoff of row id has passed, one relay pass sends it.
+func relayAfterRecovery(t *testing.T, d *sqlx.DB, id, lastErr string) {
+	t.Helper()
+	ctx := context.Background()
 	redisURL, _ := testenv.Redis(t)
-	up, err := queue.NewClient(redisURL, tasks.All(), allQueues)
-	if err != nil {
+	up := newTestClient(t, redisURL)
+	if err := store.NewOutbox(d).MarkFailed(ctx, id, lastErr, 0); err != nil { // due now
 		t.Fatal(err)
 	}
-	defer up.Close()
-	if err := ob.MarkFailed(ctx, id, row.LastError, 0); err != nil { // due now
-		t.Fatal(err)
-	}
-	relay := queue.NewRelay(down.db, up, testenv.Logger(t), queue.RelayOptions{})
+	relay := queue.NewRelay(d, up, testenv.Logger(t), queue.RelayOptions{})
 	if n, failed, err := relay.RelayOnce(ctx); n != 1 || failed != 0 || err != nil {
 		t.Fatalf("RelayOnce after recovery = %d, %d, %v", n, failed, err)
 	}
 	if _, err := up.GetTask(ctx, id, ""); err != nil {
 		t.Fatalf("task not enqueued after recovery: %v", err)
 	}
+}
+
+// newTestClient is a queue.Client on redisURL for every task type, closed
+// when the test ends.
+func newTestClient(t *testing.T, redisURL string) *queue.Client {
+	t.Helper()
+	c, err := queue.NewClient(redisURL, tasks.All(), allQueues)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 // Run polls: a row no dispatcher sent goes out on a tick, and Run returns

@@ -79,11 +79,7 @@ func TestWakeupsHandTasksOverWithoutPolling(t *testing.T) {
 	t.Parallel()
 	redisURL, _ := testenv.Redis(t)
 	w := startWakeWorker(t, redisURL, queue.MaxWakeWait)
-	c, err := queue.NewClient(redisURL, tasks.All(), allQueues)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := newTestClient(t, redisURL)
 	for _, q := range []string{"default", "low", "critical", "default", "low"} {
 		// Once the worker waits (its look after the last task ended empty),
 		// this task can only arrive by wake-up — or by the look after a
@@ -125,11 +121,7 @@ func TestForwardedTaskWakesTheWorker(t *testing.T) {
 	t.Parallel()
 	redisURL, _ := testenv.Redis(t)
 	w := startWakeWorker(t, redisURL, queue.MaxWakeWait)
-	c, err := queue.NewClient(redisURL, tasks.All(), allQueues)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := newTestClient(t, redisURL)
 	countdown := int64(1)
 	info, err := c.Enqueue(context.Background(), queue.Request{Type: tasks.TypeSystemPing, Payload: []byte(`{}`), Countdown: &countdown})
 	if err != nil {
