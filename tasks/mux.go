@@ -83,7 +83,8 @@ func (m *Mux) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	start := time.Now()
 	err := m.admitAndDispatch(ctx, t)
-	elapsed := time.Since(start)
+	end := time.Now()
+	elapsed := end.Sub(start)
 
 	outcome, level, msg := OutcomeSucceeded, slog.LevelInfo, "task succeeded"
 	switch {
@@ -112,7 +113,12 @@ func (m *Mux) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		default:
 			attrs = append(attrs, slog.Duration("duration", elapsed), slog.Any("err", err))
 		}
-		m.log.LogAttrs(ctx, level, msg, attrs...)
+		// The record is built here rather than by Logger.LogAttrs, which
+		// also walks the call stack for a source position that no handler
+		// of ours prints (a measurable share of a ping's CPU).
+		r := slog.NewRecord(end, level, msg, 0)
+		r.AddAttrs(attrs...)
+		_ = m.log.Handler().Handle(ctx, r)
 	}
 	if m.obs != nil {
 		m.obs.TaskFinished(t.Type(), queue, outcome, elapsed)

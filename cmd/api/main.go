@@ -78,7 +78,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	log := observe.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel).With("service", "api")
+	// A line per request: written in batches every 50 ms (warnings and
+	// errors at once), as the worker's per-task lines, see observe.LogBuffer.
+	log, logBuf := observe.NewBufferedLogger(stderr, cfg.LogFormat, cfg.LogLevel, 50*time.Millisecond)
+	defer logBuf.Close()
+	log = log.With("service", "api")
 
 	database, err := db.Open(ctx, cfg.DatabaseURL)
 	if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -69,7 +71,6 @@ func enqueueHTTP(batch bool) func(context.Context, *Env) (Metrics, error) {
 			return nil, err
 		}
 		defer api.Stop()
-		c := httpClient(env.P.Conns)
 		one := map[string]any{"type": tasks.TypeSystemPing, "payload": map[string]any{}}
 		url, body, per := "http://"+api.Addr+"/api/v1/tasks", any(one), 1
 		if batch {
@@ -78,7 +79,7 @@ func enqueueHTTP(batch bool) func(context.Context, *Env) (Metrics, error) {
 				items[i] = one
 			}
 			url, body, per = url+"/batch", map[string]any{"tasks": items}, env.P.BatchSize
-			status, err := call(ctx, c, http.MethodPost, url, APIToken, body, nil)
+			status, err := call(ctx, httpClient(1), http.MethodPost, url, APIToken, body, nil)
 			if status == http.StatusNotFound || status == http.StatusMethodNotAllowed {
 				return nil, errSkip{"POST /api/v1/tasks/batch does not exist in this build"}
 			}
@@ -96,14 +97,16 @@ func enqueueHTTP(batch bool) func(context.Context, *Env) (Metrics, error) {
 		if batch {
 			name = "http-batch"
 		}
+		send, closeClient, err := env.enqueueSender(api.Addr, url, raw, per)
+		if err != nil {
+			return nil, err
+		}
+		defer closeClient()
 		profiled := env.profileAPI(ctx, api, name)
 		m := env.meter(ctx, api)
 		calls0 := env.RedisCalls(ctx)
 		self := procCPU(os.Getpid())
-		lat, wall := closedLoop(ctx, env.P.Conns, env.P.Duration, func(ctx context.Context) error {
-			_, err := call(ctx, c, http.MethodPost, url, APIToken, json.RawMessage(raw), nil)
-			return err
-		})
+		lat, wall := closedLoop(ctx, env.P.Conns, env.P.Duration, send)
 		out := rateMetrics(lat, wall, per)
 		pcpu, rcpu, _ := m.read(ctx)
 		calls := env.RedisCalls(ctx) - calls0
@@ -120,6 +123,78 @@ func enqueueHTTP(batch bool) func(context.Context, *Env) (Metrics, error) {
 		}
 		return out, nil
 	}
+}
+
+// enqueueSender returns the closed loop's call: POST raw to url with the
+// client -http-client names, and check the answer as a caller would, so a
+// request counts as done only if every one of its per tasks was enqueued.
+func (e *Env) enqueueSender(host, url string, raw []byte, per int) (send func(context.Context) error, closeClient func(), err error) {
+	check := func(status int, body []byte) error {
+		if status != http.StatusAccepted {
+			return fmt.Errorf("POST %s: %d %s", url, status, bytes.TrimSpace(body))
+		}
+		return checkEnqueued(body, per)
+	}
+	switch e.P.HTTPClient {
+	case "lean":
+		path := strings.TrimPrefix(url, "http://"+host)
+		c := newLeanClient(host, e.P.Conns)
+		req := newLeanRequest(host, path, APIToken, raw)
+		return func(ctx context.Context) error { return c.Do(ctx, req, check) }, c.Close, nil
+	case "net/http":
+		c := httpClient(e.P.Conns)
+		return func(ctx context.Context) error {
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(raw))
+			if err != nil {
+				return err
+			}
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+APIToken)
+			resp, err := c.Do(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			if err != nil {
+				return err
+			}
+			return check(resp.StatusCode, b)
+		}, c.CloseIdleConnections, nil
+	}
+	return nil, nil, fmt.Errorf("-http-client %q: want lean or net/http", e.P.HTTPClient)
+}
+
+// checkEnqueued checks the body of a 202 from POST /api/v1/tasks (per == 1)
+// or /api/v1/tasks/batch: every task has an ID and is pending.
+func checkEnqueued(body []byte, per int) error {
+	type task struct {
+		ID    string `json:"id"`
+		State string `json:"state"`
+	}
+	var ts []task
+	if per == 1 {
+		var t task
+		if err := json.Unmarshal(body, &t); err != nil {
+			return fmt.Errorf("decode answer: %w", err)
+		}
+		ts = []task{t}
+	} else {
+		var b struct{ Tasks []task }
+		if err := json.Unmarshal(body, &b); err != nil {
+			return fmt.Errorf("decode answer: %w", err)
+		}
+		ts = b.Tasks
+	}
+	if len(ts) != per {
+		return fmt.Errorf("answer holds %d tasks, want %d", len(ts), per)
+	}
+	for i, t := range ts {
+		if t.ID == "" || t.State != "pending" {
+			return fmt.Errorf("task %d of the answer: id %q, state %q", i, t.ID, t.State)
+		}
+	}
+	return nil
 }
 
 // rateMetrics turns a closed loop's latencies into tasks/s and percentiles;
@@ -139,13 +214,19 @@ func rateMetrics(lat *latencies, wall time.Duration, per int) Metrics {
 // that waits for it and writes it to <dir>/<name>-<n>.pprof. Without
 // -profile it does nothing.
 func (e *Env) profileAPI(ctx context.Context, api *Proc, name string) (wait func() error) {
-	if e.P.ProfileDir == "" || api.Side == "" {
+	return e.profile(ctx, api, name, e.P.Duration-time.Second)
+}
+
+// profile is profileAPI for any child with a side port, over d (whole
+// seconds, at least one).
+func (e *Env) profile(ctx context.Context, p *Proc, name string, d time.Duration) (wait func() error) {
+	if e.P.ProfileDir == "" || p.Side == "" {
 		return func() error { return nil }
 	}
 	e.seq++
 	path := filepath.Join(e.P.ProfileDir, fmt.Sprintf("%s-%03d.pprof", name, e.seq))
-	secs := max(1, int((e.P.Duration-time.Second)/time.Second))
-	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", api.Side, secs)
+	secs := max(1, int(d/time.Second))
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.Side, secs)
 	done := make(chan error, 1)
 	go func() {
 		done <- func() error {
@@ -155,11 +236,11 @@ func (e *Env) profileAPI(ctx context.Context, api *Proc, name string) (wait func
 			}
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
-				return fmt.Errorf("profile the api: %w", err)
+				return fmt.Errorf("profile %s: %w", p.Name, err)
 			}
 			defer resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("profile the api: %s", resp.Status)
+				return fmt.Errorf("profile %s: %s", p.Name, resp.Status)
 			}
 			if err := os.MkdirAll(e.P.ProfileDir, 0o755); err != nil {
 				return err
@@ -172,7 +253,7 @@ func (e *Env) profileAPI(ctx context.Context, api *Proc, name string) (wait func
 				f.Close()
 				return err
 			}
-			fmt.Fprintf(e.Log, "loadgen: api CPU profile in %s\n", path)
+			fmt.Fprintf(e.Log, "loadgen: %s CPU profile in %s\n", p.Name, path)
 			return f.Close()
 		}()
 	}()

@@ -47,7 +47,9 @@ type Params struct {
 	PGPid             int           // orders: PostgreSQL postmaster, for its CPU per order
 	ChainLength       int           // workflow: steps of the chain
 	GroupSize         int           // workflow: steps of the chord (group + callback) and plain pings
-	ProfileDir        string        // enqueue: where to write the api's CPU profiles ("": none)
+	ProfileDir        string        // enqueue, worker: where to write CPU profiles of the api or worker ("": none)
+	HTTPClient        string        // enqueue: "lean" or "net/http"
+	ProfileSpan       time.Duration // worker: length of the worker's CPU profile
 }
 
 func (p *Params) register(fs *flag.FlagSet) {
@@ -72,7 +74,9 @@ func (p *Params) register(fs *flag.FlagSet) {
 	fs.DurationVar(&p.CompletionTimeout, "completion-timeout", 3*time.Minute, "orders: how long to wait for every order to be completed and mailed")
 	fs.IntVar(&p.ChainLength, "chain-length", 100, "workflow: system:ping steps of the chain")
 	fs.IntVar(&p.GroupSize, "group-size", 10000, "workflow: steps of the chord (group of N-1 pings + 1 callback), and plain pings to compare")
-	fs.StringVar(&p.ProfileDir, "profile", "", "enqueue: directory for a CPU profile of the api per HTTP run (from its /debug/pprof/ side port)")
+	fs.StringVar(&p.ProfileDir, "profile", "", "enqueue, worker: directory for a CPU profile of the api per HTTP run, of the worker per drain (from their /debug/pprof/ side ports)")
+	fs.DurationVar(&p.ProfileSpan, "profile-span", 3*time.Second, "worker: with -profile, how long the worker is profiled from its first dequeue (keep it within the drain)")
+	fs.StringVar(&p.HTTPClient, "http-client", "lean", "enqueue: HTTP client of the load generator: lean (keep-alive HTTP/1.1 client of loadgen's own, as wrk) or net/http (Go's)")
 	fs.IntVar(&p.PGPid, "pg-pid", 0, "orders: pid of the bench PostgreSQL postmaster, to report its CPU per order")
 }
 
@@ -161,7 +165,7 @@ func (e *Env) FlushRedis(ctx context.Context) error {
 type Proc struct {
 	Name string
 	Addr string // the HTTP address it serves (side port or API), if any
-	Side string // the api's side port (METRICS_ADDR: /debug/pprof/), if any
+	Side string // the side port of the api or worker (METRICS_ADDR: /debug/pprof/), if any
 	cmd  *exec.Cmd
 	done chan error
 	log  *os.File
@@ -281,7 +285,11 @@ func (e *Env) StartWorker(ctx context.Context, extra ...string) (*Proc, error) {
 		"DATABASE_URL=" + e.P.DatabaseURL, "REDIS_URL=" + e.P.RedisURL, "METRICS_ADDR=" + addr,
 		"SMTP_URL=" + e.smtp.URL(),
 	}, extra...)
-	return e.start(ctx, "worker", e.bin("worker"), nil, env, addr, waitHTTP("http://"+addr+"/healthz"))
+	p, err := e.start(ctx, "worker", e.bin("worker"), nil, env, addr, waitHTTP("http://"+addr+"/healthz"))
+	if p != nil {
+		p.Side = addr
+	}
+	return p, err
 }
 
 // APIToken is the admin token the api is started with.

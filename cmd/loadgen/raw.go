@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"runtime/pprof"
 	"strconv"
 	"time"
 
@@ -27,8 +29,20 @@ func runRawWorker(ctx context.Context, args []string, stdout io.Writer) error {
 	queue := fs.String("queue", "default", "the one queue to serve")
 	mode := fs.String("mode", "noop", "noop, result or stamp")
 	poll := fs.Duration("poll", 0, "asynq TaskCheckInterval (0: asynq's default, 1s)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (it has no side port) to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	opt, err := asynq.ParseRedisURI(*url)
 	if err != nil {

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -126,7 +128,15 @@ func drainN(n int, mk taskMaker, rawMode string) func(context.Context, *Env) (Me
 		if rawMode == "" {
 			proc, err = env.StartWorker(ctx, "WORKER_CONCURRENCY="+conc, "WORKER_QUEUES=default=1")
 		} else {
-			proc, err = env.StartRaw(ctx, "-concurrency", conc, "-mode", rawMode)
+			args := []string{"-concurrency", conc, "-mode", rawMode}
+			if env.P.ProfileDir != "" { // its whole run: the anchor has no side port
+				if err := os.MkdirAll(env.P.ProfileDir, 0o755); err != nil {
+					return nil, err
+				}
+				path := filepath.Join(env.P.ProfileDir, fmt.Sprintf("asynq-raw-%s-%03d.pprof", rawMode, env.seq+1))
+				args = append(args, "-cpuprofile", path)
+			}
+			proc, err = env.StartRaw(ctx, args...)
 		}
 		if err != nil {
 			return nil, err
@@ -143,11 +153,17 @@ func drainN(n int, mk taskMaker, rawMode string) func(context.Context, *Env) (Me
 		if err := waitFirstDequeue(ctx, env, "default", n); err != nil {
 			return nil, err
 		}
+		// -profile: the worker's CPU over the first seconds of the drain
+		// (the raw anchor has no side port).
+		profiled := env.profile(ctx, proc, "worker-drain", env.P.ProfileSpan)
 		m := env.meter(ctx, proc)
 		if err := waitDrained(ctx, env, "default", 5*time.Minute); err != nil {
 			return nil, err
 		}
 		pcpu, rcpu, wall := m.read(ctx)
+		if err := profiled(); err != nil {
+			return nil, err
+		}
 		processed, failed, err := dailyStats(ctx, env, "default")
 		if err != nil {
 			return nil, err

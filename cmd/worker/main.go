@@ -185,7 +185,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr 
 		}
 	}()
 
-	if err := srv.Start(liveness.Middleware(mux)); err != nil {
+	if err := srv.Start(tasks.PresizedStack(liveness.Middleware(mux))); err != nil {
 		side.Shutdown(context.Background())
 		return fmt.Errorf("start worker: %w", err)
 	}

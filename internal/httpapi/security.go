@@ -9,20 +9,43 @@ import (
 // securityHeaders sets the headers every response carries. API responses
 // (JSON, never HTML) also get a CSP that forbids everything and no-store
 // caching; other paths (the dashboard) set their own policies.
-func securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		h := c.Response().Header()
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("X-Frame-Options", "DENY")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("Cross-Origin-Opener-Policy", "same-origin")
-		if c.Request().TLS != nil || strings.EqualFold(c.Request().Header.Get("X-Forwarded-Proto"), "https") {
-			h.Set("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+//
+// The values are built once and shared by every response: net/http writes
+// a header's values, never changes them in place, and Header.Add on one of
+// them copies (each slice's capacity is its length). Header.Set would
+// canonicalise the name and allocate a slice, per header and request.
+func securityHeaders() echo.MiddlewareFunc {
+	type header struct {
+		name  string // canonical
+		value []string
+	}
+	every := []header{
+		{"X-Content-Type-Options", []string{"nosniff"}},
+		{"X-Frame-Options", []string{"DENY"}},
+		{"Referrer-Policy", []string{"no-referrer"}},
+		{"Cross-Origin-Opener-Policy", []string{"same-origin"}},
+	}
+	api := []header{
+		{"Content-Security-Policy", []string{"default-src 'none'; frame-ancestors 'none'"}},
+		{"Cache-Control", []string{"no-store"}},
+	}
+	hsts := []string{"max-age=31536000; includeSubDomains"}
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			h := c.Response().Header()
+			for _, kv := range every {
+				h[kv.name] = kv.value
+			}
+			req := c.Request()
+			if req.TLS != nil || strings.EqualFold(req.Header.Get("X-Forwarded-Proto"), "https") {
+				h["Strict-Transport-Security"] = hsts
+			}
+			if strings.HasPrefix(req.URL.Path, "/api/") {
+				for _, kv := range api {
+					h[kv.name] = kv.value
+				}
+			}
+			return next(c)
 		}
-		if strings.HasPrefix(c.Request().URL.Path, "/api/") {
-			h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
-			h.Set("Cache-Control", "no-store")
-		}
-		return next(c)
 	}
 }

@@ -91,7 +91,7 @@ func NewServer(opts Options, d Deps) http.Handler {
 	httpMetrics := observe.NewHTTPMetrics(d.Metrics)
 	d.workflows = observe.NewWorkflowMetrics(d.Metrics)
 	e.Use(requestID, observeRequests(httpMetrics), accessLog(d.Log), recoverPanics, bodyLimit(opts.BodyLimit))
-	e.Use(securityHeaders, cors(opts.CORSAllowedOrigins), textParams)
+	e.Use(securityHeaders(), cors(opts.CORSAllowedOrigins), textParams)
 	if opts.IdempotencyTTL == 0 {
 		opts.IdempotencyTTL = 24 * time.Hour
 	}
@@ -150,15 +150,24 @@ func accessLog(log *slog.Logger) echo.MiddlewareFunc {
 			if status >= 500 {
 				lvl = slog.LevelError
 			}
-			log.LogAttrs(c.Request().Context(), lvl, "http request",
+			ctx := c.Request().Context()
+			if !log.Enabled(ctx, lvl) {
+				return nil
+			}
+			// Built here rather than by Logger.LogAttrs, which also walks
+			// the call stack for a source position no handler prints.
+			end := time.Now()
+			r := slog.NewRecord(end, lvl, "http request", 0)
+			r.AddAttrs(
 				slog.String("request_id", RequestID(c)),
 				slog.String("method", c.Request().Method),
 				slog.String("route", c.Path()),
 				slog.String("path", c.Request().URL.Path),
 				slog.Int("status", status),
-				slog.Duration("duration", time.Since(start)),
+				slog.Duration("duration", end.Sub(start)),
 				slog.String("remote_ip", c.RealIP()),
 			)
+			_ = log.Handler().Handle(ctx, r)
 			return nil
 		}
 	}

@@ -173,6 +173,9 @@ func textParams(next echo.HandlerFunc) echo.HandlerFunc {
 				return errNotFound("resource")
 			}
 		}
+		if c.QueryString() == "" {
+			return next(c)
+		}
 		fields := map[string]string{}
 		for name, vs := range c.QueryParams() {
 			if msg := textProblem(name); msg != "" {

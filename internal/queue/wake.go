@@ -12,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/conveyor-run/conveyor/internal/stack"
 )
 
 // Wake-ups: an idle worker waits for work instead of polling for it.
@@ -276,6 +278,9 @@ func (h wakeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 
 func (h wakeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
+		// The goroutine asynq starts per task acknowledges it through here:
+		// its stack grows now rather than under go-redis's read.
+		stack.Grow()
 		err := next(ctx, cmd)
 		keys, ok := scriptKeys(cmd)
 		if !ok {
