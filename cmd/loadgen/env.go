@@ -39,6 +39,7 @@ type Params struct {
 	Rate              int           // orders: open-loop arrivals per second
 	RateDuration      time.Duration // orders: length of the open-loop run
 	OrderWorkers      int           // orders: WORKER_CONCURRENCY of the worker
+	OrderDBConns      string        // orders: DATABASE_MAX_CONNS of the api and the worker ("api,worker")
 	PickupRate        int           // pickup: tasks per second
 	PickupDuration    time.Duration // pickup: length of each run
 	IdleWindow        time.Duration // pickup: idle CPU measurement window
@@ -47,7 +48,7 @@ type Params struct {
 	PGPid             int           // orders: PostgreSQL postmaster, for its CPU per order
 	ChainLength       int           // workflow: steps of the chain
 	GroupSize         int           // workflow: steps of the chord (group + callback) and plain pings
-	ProfileDir        string        // enqueue, worker: where to write CPU profiles of the api or worker ("": none)
+	ProfileDir        string        // enqueue, worker, orders: where to write CPU profiles of the api or worker ("": none)
 	HTTPClient        string        // enqueue: "lean" or "net/http"
 	ProfileSpan       time.Duration // worker: length of the worker's CPU profile
 }
@@ -67,6 +68,7 @@ func (p *Params) register(fs *flag.FlagSet) {
 	fs.IntVar(&p.Rate, "rate", 500, "orders: open-loop arrival rate (orders/s)")
 	fs.DurationVar(&p.RateDuration, "rate-duration", 10*time.Second, "orders: length of the open-loop run")
 	fs.IntVar(&p.OrderWorkers, "order-workers", 50, "orders: WORKER_CONCURRENCY of the worker")
+	fs.StringVar(&p.OrderDBConns, "order-db-conns", "", `orders: DATABASE_MAX_CONNS of the api and the worker, "api,worker" (default: the binaries' default)`)
 	fs.IntVar(&p.PickupRate, "pickup-rate", 20, "pickup: tasks per second into an idle worker")
 	fs.DurationVar(&p.PickupDuration, "pickup-duration", 10*time.Second, "pickup: length of a run")
 	fs.DurationVar(&p.IdleWindow, "idle", 10*time.Second, "pickup: window over which idle CPU is measured")
@@ -74,7 +76,7 @@ func (p *Params) register(fs *flag.FlagSet) {
 	fs.DurationVar(&p.CompletionTimeout, "completion-timeout", 3*time.Minute, "orders: how long to wait for every order to be completed and mailed")
 	fs.IntVar(&p.ChainLength, "chain-length", 100, "workflow: system:ping steps of the chain")
 	fs.IntVar(&p.GroupSize, "group-size", 10000, "workflow: steps of the chord (group of N-1 pings + 1 callback), and plain pings to compare")
-	fs.StringVar(&p.ProfileDir, "profile", "", "enqueue, worker: directory for a CPU profile of the api per HTTP run, of the worker per drain (from their /debug/pprof/ side ports)")
+	fs.StringVar(&p.ProfileDir, "profile", "", "enqueue, worker, orders: directory for a CPU profile of the api per HTTP run, of the worker per drain, of both per orders run (from their /debug/pprof/ side ports)")
 	fs.DurationVar(&p.ProfileSpan, "profile-span", 3*time.Second, "worker: with -profile, how long the worker is profiled from its first dequeue (keep it within the drain)")
 	fs.StringVar(&p.HTTPClient, "http-client", "lean", "enqueue: HTTP client of the load generator: lean (keep-alive HTTP/1.1 client of loadgen's own, as wrk) or net/http (Go's)")
 	fs.IntVar(&p.PGPid, "pg-pid", 0, "orders: pid of the bench PostgreSQL postmaster, to report its CPU per order")
