@@ -41,7 +41,7 @@ func sendOnce(ctx context.Context, d Deps, key, tmpl, to string, verified bool, 
 	if err != nil {
 		return Permanent(err)
 	}
-	emails := store.NewEmailLog(d.DB)
+	emails := store.NewEmailLog(d.hot())
 	entry := store.EmailEntry{DedupKey: key, Recipient: to, Template: tmpl, Subject: msg.Subject}
 	var claimed bool
 	var existing store.EmailEntry
@@ -50,7 +50,7 @@ func sendOnce(ctx context.Context, d Deps, key, tmpl, to string, verified bool, 
 	} else {
 		lim := d.UnverifiedMail.orDefault()
 		var limited bool
-		claimed, limited, existing, err = emails.ClaimLimited(ctx, entry, lim.Max, lim.Window)
+		claimed, limited, existing, err = store.NewEmailLog(d.DB).ClaimLimited(ctx, entry, lim.Max, lim.Window)
 		if err == nil && limited {
 			d.Log.WarnContext(ctx, "email to an unverified address dropped: limit reached",
 				"dedup_key", key, "template", tmpl, "limit", lim.Max, "window", lim.Window)

@@ -34,7 +34,7 @@ func (p EmailOrderConfirmationPayload) Validate() error {
 
 func handleEmailOrderConfirmation(d Deps) Handler[EmailOrderConfirmationPayload] {
 	return func(ctx context.Context, p EmailOrderConfirmationPayload) error {
-		o, err := store.NewOrders(d.DB).Get(ctx, p.OrderID)
+		o, u, err := store.NewOrders(d.hot()).GetWithCustomer(ctx, p.OrderID)
 		if errors.Is(err, store.ErrNotFound) {
 			return Permanent(err)
 		}
@@ -45,13 +45,6 @@ func handleEmailOrderConfirmation(d Deps) Handler[EmailOrderConfirmationPayload]
 			// The order workflow never gets here for a failed order; a task
 			// enqueued by hand must not confirm it either.
 			return Permanent(fmt.Errorf("order %d failed: no confirmation", o.ID))
-		}
-		u, err := store.NewUsers(d.DB).Get(ctx, o.UserID)
-		if errors.Is(err, store.ErrNotFound) {
-			return Permanent(err)
-		}
-		if err != nil {
-			return fmt.Errorf("load user %d: %w", o.UserID, err)
 		}
 		items, err := o.Items()
 		if err != nil {

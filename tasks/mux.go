@@ -11,6 +11,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/conveyor-run/conveyor/internal/mail"
+	"github.com/conveyor-run/conveyor/internal/store"
 )
 
 // Deps are what handlers need; the worker builds them once in run().
@@ -33,6 +34,18 @@ type Deps struct {
 	// Workflows records workflow steps' outcomes (nil: steps are only
 	// advanced by the reconciler).
 	Workflows StepReporter
+
+	prepared *store.Prepared // made by NewMux on DB: see Deps.hot
+}
+
+// hot is the Querier for the statements every order runs (its processing
+// and confirmation): prepared once per connection when the Deps came
+// through NewMux, DB otherwise. Transactions still start on DB.
+func (d Deps) hot() store.Querier {
+	if d.prepared != nil {
+		return d.prepared
+	}
+	return d.DB
 }
 
 // Outcomes of one task attempt, as reported to an Observer.
@@ -62,6 +75,9 @@ type Mux struct {
 
 // NewMux builds handlers for every type in r. obs may be nil.
 func NewMux(r *Registry, d Deps, obs Observer) *Mux {
+	if d.DB != nil && d.prepared == nil {
+		d.prepared = store.NewPrepared(d.DB)
+	}
 	m := &Mux{handlers: make(map[string]asynq.Handler, len(r.types)), log: d.Log, obs: obs,
 		steps: &stepHook{db: d.DB, reporter: d.Workflows, log: d.Log}}
 	for name, t := range r.types {

@@ -15,7 +15,7 @@ import (
 )
 
 // HeaderWorkflowStep is the header of a task that runs a workflow step:
-// "<workflow id>:<step id>". The outbox writes it (store.EnqueueReady); the
+// "<workflow id>:<step id>". The outbox writes it (store.Workflows.Create, EnqueueSteps); the
 // Mux reads it to tell the workflow how the step ended.
 const HeaderWorkflowStep = store.HeaderWorkflowStep
 

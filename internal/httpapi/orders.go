@@ -23,11 +23,19 @@ type orderResponse struct {
 	TaskIDs []string `json:"task_ids,omitempty"`
 }
 
+// orderIDBlock is how many order IDs an api process reserves at a time
+// (service.OrderIDs): one round trip per block instead of one per order.
+const orderIDBlock = 100
+
 // handleOrderCreate creates a pending order for the caller through
-// service.CreateOrder (POST /api/v1/orders). With an Idempotency-Key the key is part of that
-// transaction too: a retry either finds the committed order's response or,
-// if the first attempt rolled back, creates the order itself.
-func handleOrderCreate(d *sqlx.DB, disp *queue.Dispatcher, idemTTL time.Duration) echo.HandlerFunc {
+// service.CreateOrder (POST /api/v1/orders), which is one statement: without
+// an Idempotency-Key it runs on its own, outside a transaction, as a
+// statement prepared once per connection (prepared, nil: d): no BEGIN and
+// COMMIT round trips, no planning, and the connection goes back to the pool
+// as soon as it answers. With a key, the key is part of the order's transaction: a
+// retry either finds the committed order's response or, if the first
+// attempt rolled back, creates the order itself.
+func handleOrderCreate(d *sqlx.DB, prepared *store.Prepared, disp *queue.Dispatcher, ids *service.OrderIDs, idemTTL time.Duration) echo.HandlerFunc {
 	type item struct {
 		SKU            string `json:"sku" validate:"required,max=64"`
 		Quantity       *int64 `json:"quantity" validate:"required,min=1,max=1000000"`
@@ -58,13 +66,28 @@ func handleOrderCreate(d *sqlx.DB, disp *queue.Dispatcher, idemTTL time.Duration
 		}
 
 		ctx := c.Request().Context()
-		_, err = createInTx(c, d, disp, idem, http.StatusCreated, func(tx *sqlx.Tx) (any, []string, error) {
-			created, err := service.CreateOrder(ctx, tx, service.NewOrder{UserID: currentPrincipal(c).User.ID,
-				Currency: req.Currency, Items: items, RequestID: RequestID(c)})
+		create := func(q store.Querier) (any, []string, error) {
+			created, err := service.CreateOrder(ctx, q, service.NewOrder{UserID: currentPrincipal(c).User.ID,
+				Currency: req.Currency, Items: items, RequestID: RequestID(c), IDs: ids})
 			if err != nil {
 				return nil, nil, err
 			}
 			return orderResponse{Order: created.Order, TaskIDs: created.TaskIDs}, created.Outbox, nil
+		}
+		if idem == nil {
+			var q store.Querier = d
+			if prepared != nil {
+				q = prepared
+			}
+			resp, outbox, err := create(q)
+			if err != nil {
+				return err
+			}
+			disp.Dispatch(outbox...)
+			return c.JSON(http.StatusCreated, resp)
+		}
+		_, err = createInTx(c, d, disp, idem, http.StatusCreated, func(tx *sqlx.Tx) (any, []string, error) {
+			return create(tx)
 		})
 		return err
 	}

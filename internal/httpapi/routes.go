@@ -38,7 +38,7 @@ func addRoutes(e *echo.Echo, opts Options, d Deps) {
 	route(http.MethodPatch, "/posts/:id", handlePostUpdate(d.DB), requireUser)
 	route(http.MethodDelete, "/posts/:id", handlePostDelete(d.DB), requireUser)
 	route(http.MethodPost, "/posts/:id/publish", handlePostPublish(d.DB), requireUser)
-	route(http.MethodPost, "/orders", handleOrderCreate(d.DB, d.Dispatcher, opts.IdempotencyTTL), requireUser)
+	route(http.MethodPost, "/orders", handleOrderCreate(d.DB, d.prepared, d.Dispatcher, d.orderIDs, opts.IdempotencyTTL), requireUser)
 	route(http.MethodGet, "/orders", handleOrderList(d.DB), requireUser)
 	route(http.MethodGet, "/orders/:id", handleOrderGet(d.DB), requireUser)
 

@@ -22,6 +22,8 @@ import (
 	"github.com/conveyor-run/conveyor/internal/observe"
 	"github.com/conveyor-run/conveyor/internal/queue"
 	"github.com/conveyor-run/conveyor/internal/schedule"
+	"github.com/conveyor-run/conveyor/internal/service"
+	"github.com/conveyor-run/conveyor/internal/store"
 )
 
 // Options configure the server.
@@ -73,6 +75,8 @@ type Deps struct {
 	Schedules *schedule.Catalog
 
 	workflows *observe.WorkflowMetrics // made by NewServer on Metrics
+	orderIDs  *service.OrderIDs        // made by NewServer on DB
+	prepared  *store.Prepared          // made by NewServer on DB: POST /orders' statement
 }
 
 // NewServer builds the Echo instance with its middleware and routes.
@@ -90,6 +94,10 @@ func NewServer(opts Options, d Deps) http.Handler {
 	}
 	httpMetrics := observe.NewHTTPMetrics(d.Metrics)
 	d.workflows = observe.NewWorkflowMetrics(d.Metrics)
+	if d.DB != nil {
+		d.orderIDs = service.NewOrderIDs(d.DB, orderIDBlock)
+		d.prepared = store.NewPrepared(d.DB)
+	}
 	e.Use(requestID, observeRequests(httpMetrics), accessLog(d.Log), recoverPanics, bodyLimit(opts.BodyLimit))
 	e.Use(securityHeaders(), cors(opts.CORSAllowedOrigins), textParams)
 	if opts.IdempotencyTTL == 0 {

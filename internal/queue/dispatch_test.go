@@ -173,16 +173,29 @@ func TestDispatcherAndRelaysRaceExactlyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	const orders = 200
+	// Half the orders as POST /api/v1/orders places them without an
+	// Idempotency-Key (one prepared statement, no transaction, IDs from a
+	// block), half inside a transaction.
+	prepared := store.NewPrepared(b.db)
+	t.Cleanup(func() { _ = prepared.Close() })
+	orderIDs := service.NewOrderIDs(b.db, 10)
 	var wg sync.WaitGroup
 	errs := make(chan error, orders)
 	for i := range orders {
 		wg.Go(func() {
+			in := service.NewOrder{UserID: u.ID, Currency: "EUR",
+				Items: []store.OrderItem{{SKU: fmt.Sprint("sku-", i), Quantity: 1, UnitPriceCents: 100}}}
 			var created service.CreatedOrder
-			err := db.InTx(ctx, b.db, func(tx *sqlx.Tx) (err error) {
-				created, err = service.CreateOrder(ctx, tx, service.NewOrder{UserID: u.ID, Currency: "EUR",
-					Items: []store.OrderItem{{SKU: fmt.Sprint("sku-", i), Quantity: 1, UnitPriceCents: 100}}})
-				return err
-			})
+			var err error
+			if i%2 == 0 {
+				in.IDs = orderIDs
+				created, err = service.CreateOrder(ctx, prepared, in)
+			} else {
+				err = db.InTx(ctx, b.db, func(tx *sqlx.Tx) (err error) {
+					created, err = service.CreateOrder(ctx, tx, in)
+					return err
+				})
+			}
 			if err != nil {
 				errs <- err
 				return

@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 
 	"github.com/jmoiron/sqlx"
 
@@ -50,6 +51,9 @@ type NewOrder struct {
 	RequestID string
 	// Tasks validates the order's workflow; nil: tasks.All().
 	Tasks *tasks.Registry
+	// IDs gives the order its ID; nil: one is reserved for it through q
+	// (one more round trip).
+	IDs *OrderIDs
 }
 
 // CreatedOrder is a new order with the IDs of the tasks it triggered: its
@@ -59,7 +63,7 @@ type CreatedOrder struct {
 	Order   store.Order
 	TaskIDs []string
 	// Outbox are the outbox rows the order added (its first step's), to
-	// hand to a queue.Dispatcher once tx has committed.
+	// hand to a queue.Dispatcher once they have committed.
 	Outbox []string
 }
 
@@ -69,11 +73,15 @@ const (
 	OrderStepConfirm = "confirm"
 )
 
-// CreateOrder inserts a pending order and, in the same transaction, starts
-// the workflow that fulfils it: order:process, then the confirmation email
-// only once processing has succeeded (an order that fails sends none).
-func CreateOrder(ctx context.Context, tx *sqlx.Tx, in NewOrder) (CreatedOrder, error) {
-	o, err := store.NewOrders(tx).CreateForWorkflow(ctx, in.UserID, in.Currency, in.Items)
+// CreateOrder inserts a pending order and the workflow that fulfils it:
+// order:process, then the confirmation email only once processing has
+// succeeded (an order that fails sends none). The order, its workflow and
+// the outbox row of its first task are one statement
+// (store.Orders.CreateWithWorkflow), so they commit together or not at all
+// whether q is a transaction or the database itself: POST /api/v1/orders
+// without an Idempotency-Key runs it outside any transaction.
+func CreateOrder(ctx context.Context, q store.Querier, in NewOrder) (CreatedOrder, error) {
+	id, err := in.IDs.next(ctx, q)
 	if err != nil {
 		return CreatedOrder{}, err
 	}
@@ -82,16 +90,69 @@ func CreateOrder(ctx context.Context, tx *sqlx.Tx, in NewOrder) (CreatedOrder, e
 		reg = tasks.All()
 	}
 	spec := workflow.Chain(
-		workflow.Task(OrderStepProcess, tasks.OrderProcessPayload{OrderID: o.ID}),
-		workflow.Task(OrderStepConfirm, tasks.EmailOrderConfirmationPayload{OrderID: o.ID}),
-	).Named(fmt.Sprintf("order %d", o.ID))
-	v, err := workflow.Start(ctx, tx, reg, spec, workflow.StartOptions{RequestID: in.RequestID, ID: *o.WorkflowID})
+		workflow.Task(OrderStepProcess, tasks.OrderProcessPayload{OrderID: id}),
+		workflow.Task(OrderStepConfirm, tasks.EmailOrderConfirmationPayload{OrderID: id}),
+	).Named(fmt.Sprintf("order %d", id))
+	nw, err := workflow.Prepare(reg, spec, workflow.StartOptions{RequestID: in.RequestID})
 	if err != nil {
 		return CreatedOrder{}, err
 	}
-	out := CreatedOrder{Order: o, Outbox: v.Outbox()}
-	for _, s := range v.Steps {
+	o, steps, err := store.NewOrders(q).CreateWithWorkflow(ctx,
+		store.NewOrder{ID: id, UserID: in.UserID, Currency: in.Currency, Items: in.Items}, nw)
+	if err != nil {
+		return CreatedOrder{}, err
+	}
+	out := CreatedOrder{Order: o}
+	for _, s := range steps {
 		out.TaskIDs = append(out.TaskIDs, s.TaskID)
+		if s.State == store.StepEnqueued {
+			out.Outbox = append(out.Outbox, s.TaskID)
+		}
 	}
 	return out, nil
+}
+
+// OrderIDs hands out order IDs reserved from the orders' sequence a block
+// at a time, so that CreateOrder knows an order's ID (its tasks' payloads
+// carry it) without a round trip of its own. IDs of a block the process
+// never uses are gaps in the sequence, as rolled-back inserts leave; IDs
+// still grow, but orders from several api processes interleave out of ID
+// order (lists sort by created_at). Safe for concurrent use.
+type OrderIDs struct {
+	db    store.Querier
+	block int
+
+	mu   sync.Mutex
+	free []int64
+}
+
+// NewOrderIDs returns an allocator reserving block IDs at a time through d
+// (outside any caller's transaction: a rollback must not return reserved
+// IDs that were handed out).
+func NewOrderIDs(d *sqlx.DB, block int) *OrderIDs {
+	return &OrderIDs{db: d, block: max(block, 1)}
+}
+
+// next returns an unused order ID: from the block when a is not nil,
+// otherwise reserved through q.
+func (a *OrderIDs) next(ctx context.Context, q store.Querier) (int64, error) {
+	if a == nil {
+		ids, err := store.NewOrders(q).ReserveIDs(ctx, 1)
+		if err != nil {
+			return 0, err
+		}
+		return ids[0], nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.free) == 0 {
+		ids, err := store.NewOrders(a.db).ReserveIDs(ctx, a.block)
+		if err != nil {
+			return 0, err
+		}
+		a.free = ids
+	}
+	id := a.free[0]
+	a.free = a.free[1:]
+	return id, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"sync"
 	"testing"
 
 	"github.com/conveyor-run/conveyor/internal/service"
@@ -92,5 +93,95 @@ func TestAddTaskRejectsInvalidPayload(t *testing.T) {
 	var fe tasks.FieldErrors
 	if !errors.As(err, &fe) || fe["order_id"] == "" {
 		t.Fatalf("err = %v, want FieldErrors naming order_id", err)
+	}
+}
+
+// Without a transaction the order, its workflow and its first task's outbox
+// row are still one statement: all of them commit, or none (here the user
+// does not exist, so the order's foreign key fails after the workflow rows
+// were written in the same statement).
+func TestCreateOrderOutsideTransactionIsAllOrNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d, _ := testenv.DB(t)
+	q := store.NewPrepared(d)
+	t.Cleanup(func() { _ = q.Close() })
+	ids := service.NewOrderIDs(d, 3)
+	u := store.User{Email: "solo@example.com", Name: "Solo"}
+	if err := store.NewUsers(d).Create(ctx, &u); err != nil {
+		t.Fatal(err)
+	}
+	items := []store.OrderItem{{SKU: "a", Quantity: 1, UnitPriceCents: 100}}
+	counts := func() (n [4]int) {
+		for i, table := range []string{"orders", "workflows", "workflow_steps", "outbox"} {
+			if err := d.GetContext(ctx, &n[i], `SELECT count(*) FROM `+table); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return n
+	}
+
+	if _, err := service.CreateOrder(ctx, q, service.NewOrder{UserID: u.ID + 1000, Currency: "EUR", Items: items, IDs: ids}); err == nil {
+		t.Fatal("order for a user that does not exist was created")
+	}
+	if n := counts(); n != [4]int{} {
+		t.Fatalf("after a failed order: orders, workflows, steps, outbox = %v, want none", n)
+	}
+
+	for range 5 { // more than one block of IDs
+		got, err := service.CreateOrder(ctx, q, service.NewOrder{UserID: u.ID, Currency: "EUR", Items: items, IDs: ids})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Outbox) != 1 || got.Outbox[0] != got.TaskIDs[0] {
+			t.Fatalf("created = %+v, want the first task's outbox row", got)
+		}
+		var p tasks.OrderProcessPayload
+		row, err := store.NewOutbox(d).Get(ctx, got.Outbox[0])
+		if err != nil || json.Unmarshal(row.Payload, &p) != nil || p.OrderID != got.Order.ID {
+			t.Fatalf("outbox row = %+v (%v), want order:process for order %d", row, err, got.Order.ID)
+		}
+	}
+	if n := counts(); n != [4]int{5, 5, 10, 5} {
+		t.Fatalf("orders, workflows, steps, outbox = %v, want 5, 5, 10, 5", n)
+	}
+}
+
+func TestOrderIDsAreDistinctUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d, _ := testenv.DB(t)
+	ids := service.NewOrderIDs(d, 7)
+	u := store.User{Email: "many@example.com", Name: "Many"}
+	if err := store.NewUsers(d).Create(ctx, &u); err != nil {
+		t.Fatal(err)
+	}
+	const workers, each = 8, 10
+	got := make(chan int64, workers*each)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range each {
+				o, err := service.CreateOrder(ctx, d, service.NewOrder{UserID: u.ID, Currency: "EUR",
+					Items: []store.OrderItem{{SKU: "a", Quantity: 1, UnitPriceCents: 1}}, IDs: ids})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				got <- o.Order.ID
+			}
+		})
+	}
+	wg.Wait()
+	close(got)
+	seen := map[int64]bool{}
+	for id := range got {
+		if seen[id] {
+			t.Fatalf("order ID %d handed out twice", id)
+		}
+		seen[id] = true
+	}
+	if len(seen) != workers*each {
+		t.Fatalf("%d orders, want %d", len(seen), workers*each)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -59,31 +60,81 @@ const orderCols = `id, user_id, status, total_cents, currency, items, created_at
 // Create inserts a pending order for userID with items, computing the total,
 // and returns the stored row.
 func (r *Orders) Create(ctx context.Context, userID int64, currency string, items []OrderItem) (Order, error) {
-	return r.create(ctx, userID, currency, items, "NULL")
+	total, raw, err := orderTotal(items)
+	if err != nil {
+		return Order{}, err
+	}
+	var o Order
+	err = r.q.GetContext(ctx, &o,
+		`INSERT INTO orders (user_id, status, total_cents, currency, items)
+		 VALUES ($1, 'pending', $2, $3, $4) RETURNING `+orderCols,
+		userID, total, currency, raw)
+	return o, mapErr(err, "create order")
 }
 
-// CreateForWorkflow is Create for an order that a workflow will fulfil: the
-// workflow's ID is chosen with the order (WorkflowID), so the workflow is
-// then started under that ID and the order needs no second write.
-func (r *Orders) CreateForWorkflow(ctx context.Context, userID int64, currency string, items []OrderItem) (Order, error) {
-	return r.create(ctx, userID, currency, items, "gen_random_uuid()")
+// NewOrder is an order to insert with CreateWithWorkflow.
+type NewOrder struct {
+	// ID comes from ReserveIDs: the caller needs it before the insert, to
+	// put it in the payloads of the order's tasks.
+	ID       int64
+	UserID   int64
+	Currency string
+	Items    []OrderItem
 }
 
-func (r *Orders) create(ctx context.Context, userID int64, currency string, items []OrderItem, workflowID string) (Order, error) {
+// ReserveIDs takes n order IDs from the orders' sequence, for orders
+// inserted later by CreateWithWorkflow. An ID reserved but never used is a
+// gap, as a rolled-back insert leaves.
+func (r *Orders) ReserveIDs(ctx context.Context, n int) ([]int64, error) {
+	ids := []int64{}
+	err := r.q.SelectContext(ctx, &ids, `SELECT nextval('orders_id_seq') FROM generate_series(1, $1)`, n)
+	return ids, mapErr(err, "reserve order ids")
+}
+
+// CreateWithWorkflow inserts pending order o (computing its total) and the
+// workflow nw that fulfils it, named by the order (WorkflowID), with the
+// outbox rows of the workflow's first steps (see Workflows.Create): one
+// statement, so the order and its tasks commit together or not at all even
+// when q is not a transaction. It returns the stored order and the
+// workflow's steps in the order given.
+func (r *Orders) CreateWithWorkflow(ctx context.Context, o NewOrder, nw NewWorkflow) (Order, []CreatedStep, error) {
+	total, raw, err := orderTotal(o.Items)
+	if err != nil {
+		return Order{}, nil, err
+	}
+	ctes, args := workflowInsert(nw, 5)
+	var row struct {
+		Order
+		Steps json.RawMessage `db:"created_steps"`
+	}
+	err = r.q.GetContext(ctx, &row,
+		`WITH `+ctes+`, o AS (
+		     INSERT INTO orders (id, user_id, status, total_cents, currency, items, workflow_id)
+		     SELECT $1, $2, 'pending', $3, $4, $5, w.id FROM w RETURNING `+orderCols+`
+		 )
+		 SELECT o.*, `+createdStepsCol+` FROM o`,
+		append([]any{o.ID, o.UserID, total, o.Currency, raw}, args...)...)
+	if err != nil {
+		return Order{}, nil, mapErr(err, "create order")
+	}
+	steps, err := createdSteps(nw, row.Steps)
+	if err != nil {
+		return Order{}, nil, fmt.Errorf("create order %d: %w", o.ID, err)
+	}
+	return row.Order, steps, nil
+}
+
+// orderTotal returns the total of items and their JSON.
+func orderTotal(items []OrderItem) (int64, []byte, error) {
 	var total int64
 	for _, it := range items {
 		total += it.Quantity * it.UnitPriceCents
 	}
 	raw, err := json.Marshal(items)
 	if err != nil {
-		return Order{}, fmt.Errorf("encode items: %w", err)
+		return 0, nil, fmt.Errorf("encode items: %w", err)
 	}
-	var o Order
-	err = r.q.GetContext(ctx, &o,
-		`INSERT INTO orders (user_id, status, total_cents, currency, items, workflow_id)
-		 VALUES ($1, 'pending', $2, $3, $4, `+workflowID+`) RETURNING `+orderCols,
-		userID, total, currency, raw)
-	return o, mapErr(err, "create order")
+	return total, raw, nil
 }
 
 // Get returns the order with id.
@@ -91,6 +142,33 @@ func (r *Orders) Get(ctx context.Context, id int64) (Order, error) {
 	var o Order
 	err := r.q.GetContext(ctx, &o, `SELECT `+orderCols+` FROM orders WHERE id = $1`, id)
 	return o, mapErr(err, fmt.Sprintf("get order %d", id))
+}
+
+// GetWithCustomer returns the order with id and the user who placed it, in
+// one round trip (the confirmation email needs both).
+func (r *Orders) GetWithCustomer(ctx context.Context, id int64) (Order, User, error) {
+	var row struct {
+		Order
+		User User `db:"u"`
+	}
+	err := r.q.GetContext(ctx, &row, `SELECT `+prefixCols("o", orderCols, "")+`, `+prefixCols("u", userCols, "u.")+`
+		FROM orders o JOIN users u ON u.id = o.user_id WHERE o.id = $1`, id)
+	return row.Order, row.User, mapErr(err, fmt.Sprintf("get order %d with its customer", id))
+}
+
+// prefixCols qualifies each of the comma-separated cols with table and,
+// when as is not empty, names it as+col (sqlx's name for a field of a
+// struct tagged as).
+func prefixCols(table, cols, as string) string {
+	parts := strings.Split(cols, ",")
+	for i, c := range parts {
+		c = strings.TrimSpace(c)
+		parts[i] = table + "." + c
+		if as != "" {
+			parts[i] += ` AS "` + as + c + `"`
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Transition moves order id to status `to` if its current status is one of

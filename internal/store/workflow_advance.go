@@ -153,7 +153,7 @@ const stepTaskOptions = `s.options || jsonb_build_object('headers', COALESCE(s.o
 
 // EnqueueSteps adds an outbox row for each step of keys that is waiting
 // with no parents left (across any number of workflows), marks those steps
-// enqueued and returns them; like EnqueueReady, the row carries
+// enqueued and returns them; like Workflows.Create, the row carries
 // stepTaskOptions. The steps are marked first and the rows inserted from
 // what that returns: one pass, whatever the number of steps.
 func (r *Workflows) EnqueueSteps(ctx context.Context, keys []StepKey) ([]ReadyStep, error) {

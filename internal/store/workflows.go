@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/lib/pq"
@@ -94,6 +95,24 @@ type NewWorkflowStep struct {
 	After          []string
 }
 
+// NewWorkflow is a validated workflow to store (workflow.Prepare builds
+// one).
+type NewWorkflow struct {
+	Name      string
+	RequestID string // travels with every step's task
+	Steps     []NewWorkflowStep
+}
+
+// CreatedStep is a step as Create stored it.
+type CreatedStep struct {
+	StepID string `json:"step_id"`
+	// TaskID is the step's future task ID, which is also its outbox row's.
+	TaskID string `json:"task_id"`
+	// State is StepEnqueued for a step without parents (its outbox row was
+	// added), StepWaiting for the others.
+	State string `json:"state"`
+}
+
 // Workflows is the workflows repository. Every method that changes a
 // workflow's steps expects the caller to hold the workflow's row lock (Lock),
 // which serialises advancement per workflow and so rules out deadlocks.
@@ -102,18 +121,46 @@ type Workflows struct{ q Querier }
 // NewWorkflows returns a repository over q.
 func NewWorkflows(q Querier) *Workflows { return &Workflows{q: q} }
 
-// Create inserts a running workflow with its steps and edges, in one
-// statement whatever the number of steps, and returns it with each step's
-// future task ID. id is the workflow's ID if the caller chose it (an order
-// names its workflow when it is inserted), empty for a new one. Steps are not
-// enqueued: call EnqueueReady next, in the same transaction.
-func (r *Workflows) Create(ctx context.Context, id, name, requestID string, steps []NewWorkflowStep) (Workflow, []EnqueuedStep, error) {
-	n := len(steps)
+// Create inserts nw as a running workflow with its steps and edges, and
+// enqueues its steps without parents (each marked enqueued, with its outbox
+// row), all in one statement whatever the number of steps: atomic on its
+// own, so q need not be a transaction. It returns the workflow and its
+// steps in the order given.
+func (r *Workflows) Create(ctx context.Context, nw NewWorkflow) (Workflow, []CreatedStep, error) {
+	ctes, args := workflowInsert(nw, 0)
+	var row struct {
+		Workflow
+		Steps json.RawMessage `db:"created_steps"`
+	}
+	err := r.q.GetContext(ctx, &row, `WITH `+ctes+` SELECT w.*, `+createdStepsCol+` FROM w`, args...)
+	if err != nil {
+		return Workflow{}, nil, mapErr(err, "create workflow")
+	}
+	steps, err := createdSteps(nw, row.Steps)
+	if err != nil {
+		return Workflow{}, nil, fmt.Errorf("create workflow: %w", err)
+	}
+	return row.Workflow, steps, nil
+}
+
+// workflowInsert returns the common table expressions that insert nw
+// (w: the workflow row, s: its steps, e: its edges, plus the outbox rows of
+// its steps without parents) and their arguments, numbered from $(first+1)
+// so that a caller can put its own before them (Orders.CreateWithWorkflow).
+//
+// One round trip instead of five: the foreign keys of steps and edges are
+// checked at the end of the statement, when the workflow row exists, and a
+// step without parents is inserted already enqueued, with its outbox row
+// built from what the step insert returns (stepTaskOptions: the step's
+// options and the HeaderWorkflowStep header, so the worker knows which step
+// it runs).
+func workflowInsert(nw NewWorkflow, first int) (string, []any) {
+	n := len(nw.Steps)
 	ids, types, payloads, options, queues, modes := make([]string, n), make([]string, n), make([]string, n),
 		make([]string, n), make([]string, n), make([]string, n)
 	positions, parents := make([]int64, n), make([]int64, n)
 	edgeParents, edgeChildren := []string{}, []string{}
-	for i, s := range steps {
+	for i, s := range nw.Steps {
 		ids[i], types[i], payloads[i], queues[i], modes[i] = s.StepID, s.TaskType, string(s.Payload), s.Queue, s.IfParentFailed
 		options[i] = "{}"
 		if len(s.Options) > 0 {
@@ -124,88 +171,63 @@ func (r *Workflows) Create(ctx context.Context, id, name, requestID string, step
 			edgeParents, edgeChildren = append(edgeParents, p), append(edgeChildren, s.StepID)
 		}
 	}
-	// One round trip instead of three: the foreign keys of steps and edges
-	// are checked at the end of the statement, when the workflow row exists.
-	var row struct {
-		Workflow
-		Steps json.RawMessage `db:"created_steps"`
-	}
-	err := r.q.GetContext(ctx, &row,
-		`WITH w AS (
+	a := func(i int) string { return "$" + strconv.Itoa(first+i) }
+	ctes := `w AS (
 		     INSERT INTO workflows (id, name, steps_total, steps_open, request_id)
-		     VALUES (COALESCE(NULLIF($4, '')::uuid, gen_random_uuid()), $1, $2, $2, $3) RETURNING *
+		     VALUES (gen_random_uuid(), ` + a(1) + `, ` + a(2) + `, ` + a(2) + `, ` + a(3) + `)
+		     RETURNING *
 		 ), s AS (
 		     INSERT INTO workflow_steps (workflow_id, step_id, position, task_type, payload, options, queue,
-		                                 if_parent_failed, parents_left)
-		     SELECT w.id, s.id, s.pos, s.typ, s.payload::jsonb, s.opts::jsonb, s.queue, s.mode, s.parents
-		       FROM w, unnest($5::text[], $6::int[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int[])
+		                                 if_parent_failed, parents_left, state, enqueued_at)
+		     SELECT w.id, s.id, s.pos, s.typ, s.payload::jsonb, s.opts::jsonb, s.queue, s.mode, s.parents,
+		            CASE WHEN s.parents = 0 THEN 'enqueued' ELSE 'waiting' END,
+		            CASE WHEN s.parents = 0 THEN now() END
+		       FROM w, unnest(` + a(4) + `::text[], ` + a(5) + `::int[], ` + a(6) + `::text[], ` + a(7) + `::text[], ` + a(8) + `::text[], ` + a(9) + `::text[], ` + a(10) + `::text[], ` + a(11) + `::int[])
 		            AS s(id, pos, typ, payload, opts, queue, mode, parents)
-		     RETURNING step_id, task_id
+		     RETURNING workflow_id, step_id, task_id, task_type, payload, options, state
 		 ), e AS (
 		     INSERT INTO workflow_edges (workflow_id, parent, child)
-		     SELECT w.id, e.parent, e.child FROM w, unnest($13::text[], $14::text[]) AS e(parent, child)
-		 )
-		 SELECT w.*, COALESCE((SELECT json_agg(json_build_object('step_id', s.step_id, 'task_id', s.task_id)) FROM s),
-		                      '[]') AS created_steps
-		   FROM w`,
-		name, n, requestID, id,
+		     SELECT w.id, e.parent, e.child FROM w, unnest(` + a(12) + `::text[], ` + a(13) + `::text[]) AS e(parent, child)
+		 ), sent AS (
+		     INSERT INTO outbox (id, task_type, payload, request_id, options)
+		     SELECT s.task_id, s.task_type, s.payload, w.request_id, ` + stepTaskOptions + `
+		       FROM s, w WHERE s.state = 'enqueued'
+		 )`
+	return ctes, []any{nw.Name, n, nw.RequestID,
 		pq.Array(ids), pq.Array(positions), pq.Array(types), pq.Array(payloads), pq.Array(options),
-		pq.Array(queues), pq.Array(modes), pq.Array(parents), pq.Array(edgeParents), pq.Array(edgeChildren))
-	if err != nil {
-		return Workflow{}, nil, mapErr(err, "create workflow")
+		pq.Array(queues), pq.Array(modes), pq.Array(parents), pq.Array(edgeParents), pq.Array(edgeChildren)}
+}
+
+// createdStepsCol is the column, after workflowInsert's CTEs, that lists
+// the inserted steps for createdSteps.
+const createdStepsCol = `COALESCE((SELECT json_agg(json_build_object('step_id', s.step_id, 'task_id', s.task_id,
+	'state', s.state)) FROM s), '[]') AS created_steps`
+
+// createdSteps decodes createdStepsCol into nw's step order.
+func createdSteps(nw NewWorkflow, raw json.RawMessage) ([]CreatedStep, error) {
+	var got []CreatedStep
+	if err := json.Unmarshal(raw, &got); err != nil {
+		return nil, fmt.Errorf("read its steps: %w", err)
 	}
-	var created []struct {
-		StepID string `json:"step_id"`
-		TaskID string `json:"task_id"`
+	byID := make(map[string]CreatedStep, len(got))
+	for _, c := range got {
+		byID[c.StepID] = c
 	}
-	if err := json.Unmarshal(row.Steps, &created); err != nil {
-		return Workflow{}, nil, fmt.Errorf("create workflow: read its steps: %w", err)
+	out := make([]CreatedStep, len(nw.Steps))
+	for i, s := range nw.Steps {
+		c, ok := byID[s.StepID]
+		if !ok {
+			return nil, fmt.Errorf("step %s was not stored", s.StepID)
+		}
+		out[i] = c
 	}
-	out := make([]EnqueuedStep, len(created))
-	for i, c := range created {
-		out[i] = EnqueuedStep{StepID: c.StepID, TaskID: c.TaskID}
-	}
-	return row.Workflow, out, nil
+	return out, nil
 }
 
 // HeaderWorkflowStep is the task header that names a step's workflow and
 // step ("<workflow id>:<step id>"); tasks.HeaderWorkflowStep has the same
 // value.
 const HeaderWorkflowStep = "workflow_step"
-
-// EnqueuedStep names a step's task.
-type EnqueuedStep struct {
-	StepID string `db:"step_id"`
-	TaskID string `db:"task_id"`
-}
-
-// EnqueueReady adds an outbox row for each waiting step of workflow id with
-// no parents left (restricted to stepIDs unless nil), marks those steps
-// enqueued and returns them. The outbox row carries the step's options and
-// the HeaderWorkflowStep header, so the worker knows which step it runs.
-func (r *Workflows) EnqueueReady(ctx context.Context, id string, stepIDs []string) ([]EnqueuedStep, error) {
-	var filter any
-	if stepIDs != nil {
-		filter = pq.Array(stepIDs)
-	}
-	out := []EnqueuedStep{}
-	// The steps are marked first and their outbox rows inserted from what
-	// that returns: joining the marked rows back to workflow_steps made the
-	// planner compare every pair (33 s for a group of 10,000).
-	err := r.q.SelectContext(ctx, &out,
-		`WITH ready AS (
-		     UPDATE workflow_steps s SET state = 'enqueued', enqueued_at = now()
-		      WHERE s.workflow_id = $1 AND s.state = 'waiting' AND s.parents_left = 0
-		        AND ($2::text[] IS NULL OR s.step_id = ANY($2))
-		     RETURNING s.step_id, s.task_id, s.task_type, s.payload, `+stepTaskOptions+` AS options
-		 ), sent AS (
-		     INSERT INTO outbox (id, task_type, payload, request_id, options)
-		     SELECT ready.task_id, ready.task_type, ready.payload, w.request_id, ready.options
-		       FROM ready, workflows w WHERE w.id = $1
-		 )
-		 SELECT step_id, task_id FROM ready`, id, filter)
-	return out, mapErr(err, "enqueue workflow steps")
-}
 
 // Lock locks workflow id's row until the transaction ends and returns it.
 // Every change to a workflow's steps takes this lock first.

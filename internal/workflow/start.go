@@ -6,17 +6,12 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/conveyor-run/conveyor/internal/store"
 	"github.com/conveyor-run/conveyor/tasks"
 )
 
 // StartOptions tune Start.
 type StartOptions struct {
-	// ID is the workflow's ID when the caller chose it beforehand (an
-	// order names its workflow as it is inserted); empty: a new one.
-	ID string
 	// RequestID travels with every step's task (worker logs).
 	RequestID string
 	// Queues, when not nil, are the queues the workers serve: a step on any
@@ -24,15 +19,42 @@ type StartOptions struct {
 	Queues map[string]int
 }
 
-// Start validates s and stores it as a running workflow in tx, adding the
-// tasks of its steps without parents to the outbox: nothing reaches Redis
-// before tx commits, and nothing at all if it rolls back. Once tx has
-// committed, hand the view's Outbox() to a queue.Dispatcher to send them at
-// once (otherwise the relay's poll does). Invalid specs return
+// Start validates s and stores it as a running workflow in q, adding the
+// tasks of its steps without parents to the outbox, in one statement
+// (store.Workflows.Create): nothing reaches Redis before it commits, and
+// nothing at all if it rolls back. q may be a transaction or the database
+// itself. Once committed, hand the view's Outbox() to a queue.Dispatcher to
+// send them at once (otherwise the relay's poll does). Invalid specs return
 // tasks.FieldErrors naming steps[i].field and store nothing.
-func Start(ctx context.Context, tx *sqlx.Tx, reg *tasks.Registry, s Spec, o StartOptions) (View, error) {
-	if err := Validate(reg, o.Queues, s); err != nil {
+func Start(ctx context.Context, q store.Querier, reg *tasks.Registry, s Spec, o StartOptions) (View, error) {
+	nw, err := Prepare(reg, s, o)
+	if err != nil {
 		return View{}, err
+	}
+	w, created, err := store.NewWorkflows(q).Create(ctx, nw)
+	if err != nil {
+		return View{}, err
+	}
+	v := View{ID: w.ID, Name: w.Name, State: w.State, CreatedAt: w.CreatedAt, Steps: make([]StepView, len(s.Steps))}
+	for i, st := range nw.Steps {
+		after := st.After
+		if after == nil {
+			after = []string{}
+		}
+		v.Steps[i] = StepView{ID: st.StepID, Type: st.TaskType, State: created[i].State, TaskID: created[i].TaskID,
+			After: after, Queue: st.Queue}
+	}
+	return v, nil
+}
+
+// Prepare validates s and returns it as the store writes it, for a caller
+// that stores the workflow together with its own row in one statement
+// (store.Orders.CreateWithWorkflow); Start is Prepare and
+// store.Workflows.Create. Invalid specs return tasks.FieldErrors naming
+// steps[i].field.
+func Prepare(reg *tasks.Registry, s Spec, o StartOptions) (store.NewWorkflow, error) {
+	if err := Validate(reg, o.Queues, s); err != nil {
+		return store.NewWorkflow{}, err
 	}
 	steps := make([]store.NewWorkflowStep, len(s.Steps))
 	for i, st := range s.Steps {
@@ -46,7 +68,7 @@ func Start(ctx context.Context, tx *sqlx.Tx, reg *tasks.Registry, s Spec, o Star
 		}
 		rawOpts, err := json.Marshal(opts)
 		if err != nil {
-			return View{}, fmt.Errorf("encode step %s options: %w", st.ID, err)
+			return store.NewWorkflow{}, fmt.Errorf("encode step %s options: %w", st.ID, err)
 		}
 		payload := st.Payload
 		if isNullPayload(payload) {
@@ -63,36 +85,7 @@ func Start(ctx context.Context, tx *sqlx.Tx, reg *tasks.Registry, s Spec, o Star
 		steps[i] = store.NewWorkflowStep{StepID: st.ID, TaskType: st.Type, Payload: payload, Options: rawOpts,
 			Queue: queue, IfParentFailed: mode, After: st.After}
 	}
-	wfs := store.NewWorkflows(tx)
-	w, created, err := wfs.Create(ctx, o.ID, s.Name, o.RequestID, steps)
-	if err != nil {
-		return View{}, err
-	}
-	enqueued, err := wfs.EnqueueReady(ctx, w.ID, nil)
-	if err != nil {
-		return View{}, err
-	}
-	taskIDs := make(map[string]string, len(created))
-	for _, c := range created {
-		taskIDs[c.StepID] = c.TaskID
-	}
-	isEnqueued := make(map[string]bool, len(enqueued))
-	for _, e := range enqueued {
-		isEnqueued[e.StepID] = true
-	}
-	v := View{ID: w.ID, Name: w.Name, State: w.State, CreatedAt: w.CreatedAt, Steps: make([]StepView, len(s.Steps))}
-	for i, st := range s.Steps {
-		sv := StepView{ID: st.ID, Type: st.Type, State: store.StepWaiting, TaskID: taskIDs[st.ID],
-			After: st.After, Queue: steps[i].Queue}
-		if isEnqueued[st.ID] {
-			sv.State = store.StepEnqueued
-		}
-		if sv.After == nil {
-			sv.After = []string{}
-		}
-		v.Steps[i] = sv
-	}
-	return v, nil
+	return store.NewWorkflow{Name: s.Name, RequestID: o.RequestID, Steps: steps}, nil
 }
 
 // View is a workflow as the API shows it.
