@@ -82,11 +82,12 @@ func runOrders(open bool) func(context.Context, *Env) (Metrics, error) {
 			return nil
 		}
 
-		name := "orders-closed"
+		name, span := "orders-closed", env.P.Duration
 		if open {
-			name = "orders-open"
+			name, span = "orders-open", env.P.RateDuration
 		}
-		profiled := []func() error{env.profileAPI(ctx, api, name+"-api"), env.profileAPI(ctx, worker, name+"-worker")}
+		span -= time.Second
+		profiled := []func() error{env.profile(ctx, api, name+"-api", span), env.profile(ctx, worker, name+"-worker", span)}
 		m := env.meter(ctx, api, worker)
 		pg0 := env.pgCPU()
 		var lat *latencies
