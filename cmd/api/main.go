@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -83,6 +84,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log, logBuf := observe.NewBufferedLogger(stderr, cfg.LogFormat, cfg.LogLevel, 50*time.Millisecond)
 	defer logBuf.Close()
 	log = log.With("service", "api")
+	if cfg.GCPercent > 0 { // GOGC unset: the api's own default (config.DefaultAPIGCPercent)
+		debug.SetGCPercent(cfg.GCPercent)
+	}
 
 	database, err := db.Open(ctx, cfg.DatabaseURL)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -103,10 +104,15 @@ func enqueueHTTP(batch bool) func(context.Context, *Env) (Metrics, error) {
 		}
 		defer closeClient()
 		profiled := env.profileAPI(ctx, api, name)
+		stopSelf, err := env.profileSelf(name)
+		if err != nil {
+			return nil, err
+		}
 		m := env.meter(ctx, api)
 		calls0 := env.RedisCalls(ctx)
 		self := procCPU(os.Getpid())
 		lat, wall := closedLoop(ctx, env.P.Conns, env.P.Duration, send)
+		stopSelf()
 		out := rateMetrics(lat, wall, per)
 		pcpu, rcpu, _ := m.read(ctx)
 		calls := env.RedisCalls(ctx) - calls0
@@ -118,6 +124,8 @@ func enqueueHTTP(batch bool) func(context.Context, *Env) (Metrics, error) {
 			// client's): all three share the machine's cores.
 			out["loadgen_cpu_us_per_task"] = float64((procCPU(os.Getpid()) - self).Microseconds()) / n
 		}
+		// What the api's garbage-collection setting (GOGC) costs in memory.
+		out["api_peak_rss_mb"] = procPeakRSSMB(api.Pid())
 		if err := profiled(); err != nil {
 			return nil, err
 		}
@@ -215,6 +223,28 @@ func rateMetrics(lat *latencies, wall time.Duration, per int) Metrics {
 // -profile it does nothing.
 func (e *Env) profileAPI(ctx context.Context, api *Proc, name string) (wait func() error) {
 	return e.profile(ctx, api, name, e.P.Duration-time.Second)
+}
+
+// profileSelf starts a CPU profile of the load generator itself (-profile:
+// <dir>/loadgen-<name>-<n>.pprof), which shares the machine with what it
+// measures; stop ends it.
+func (e *Env) profileSelf(name string) (stop func(), err error) {
+	if e.P.ProfileDir == "" {
+		return func() {}, nil
+	}
+	if err := os.MkdirAll(e.P.ProfileDir, 0o755); err != nil {
+		return nil, err
+	}
+	e.seq++
+	f, err := os.Create(filepath.Join(e.P.ProfileDir, fmt.Sprintf("loadgen-%s-%03d.pprof", name, e.seq)))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 // profile is profileAPI for any child with a side port, over d (whole

@@ -51,6 +51,7 @@ type Params struct {
 	ProfileDir        string        // enqueue, worker, orders: where to write CPU profiles of the api or worker ("": none)
 	HTTPClient        string        // enqueue: "lean" or "net/http"
 	ProfileSpan       time.Duration // worker: length of the worker's CPU profile
+	APIEnv            string        // extra KEY=value,… for every api started (experiments)
 }
 
 func (p *Params) register(fs *flag.FlagSet) {
@@ -78,6 +79,7 @@ func (p *Params) register(fs *flag.FlagSet) {
 	fs.IntVar(&p.GroupSize, "group-size", 10000, "workflow: steps of the chord (group of N-1 pings + 1 callback), and plain pings to compare")
 	fs.StringVar(&p.ProfileDir, "profile", "", "enqueue, worker, orders: directory for a CPU profile of the api per HTTP run, of the worker per drain, of both per orders run (from their /debug/pprof/ side ports)")
 	fs.DurationVar(&p.ProfileSpan, "profile-span", 3*time.Second, "worker: with -profile, how long the worker is profiled from its first dequeue (keep it within the drain)")
+	fs.StringVar(&p.APIEnv, "api-env", "", "extra environment for every api started, KEY=value[,KEY=value…] (after the scenario's own, so it wins): to try a setting such as GOGC=400")
 	fs.StringVar(&p.HTTPClient, "http-client", "lean", "enqueue: HTTP client of the load generator: lean (keep-alive HTTP/1.1 client of loadgen's own, as wrk) or net/http (Go's)")
 	fs.IntVar(&p.PGPid, "pg-pid", 0, "orders: pid of the bench PostgreSQL postmaster, to report its CPU per order")
 }
@@ -313,6 +315,9 @@ func (e *Env) StartAPI(ctx context.Context, extra ...string) (*Proc, error) {
 		// One user places every order: the login limiter must not refuse the bench.
 		"LOGIN_MAX_FAILURES=1000",
 	}, extra...)
+	if e.P.APIEnv != "" {
+		env = append(env, strings.Split(e.P.APIEnv, ",")...)
+	}
 	p, err := e.start(ctx, "api", e.bin("api"), nil, env, addr, waitHTTP("http://"+addr+"/readyz"))
 	if p != nil {
 		p.Side = side
@@ -360,6 +365,21 @@ func procCPU(pid int) time.Duration {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// procPeakRSSMB is the largest resident set pid has had (VmHWM, in MB).
+func procPeakRSSMB(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	return 0
 }
 
 // RedisCPU is the CPU Redis has used so far (INFO cpu: used_cpu_sys +

@@ -85,3 +85,28 @@ func TestDatabaseMaxConns(t *testing.T) {
 		}
 	}
 }
+
+// The api collects garbage less often than Go's default unless GOGC says
+// otherwise (then the runtime has applied GOGC itself); other roles keep
+// the runtime's.
+func TestAPIGCPercent(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		role config.Role
+		env  map[string]string
+		want int
+	}{
+		{config.RoleAPI, map[string]string{"DEV_MODE": "true"}, config.DefaultAPIGCPercent},
+		{config.RoleAPI, map[string]string{"DEV_MODE": "true", "GOGC": "100"}, 0},
+		{config.RoleAPI, map[string]string{"DEV_MODE": "true", "GOGC": "off"}, 0},
+		{config.RoleWorker, nil, 0},
+	} {
+		c, err := config.Load(opsEnv(tc.env), tc.role)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.GCPercent != tc.want {
+			t.Errorf("%s with %v: GCPercent = %d, want %d", tc.role, tc.env, c.GCPercent, tc.want)
+		}
+	}
+}
