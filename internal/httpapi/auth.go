@@ -59,6 +59,7 @@ const bootstrapKeyName = "API_TOKEN"
 // bootstrap API_TOKEN. No header: anonymous; a bad credential: 401, even on
 // endpoints open to anonymous callers, so a client learns its token is stale.
 func authenticate(d Deps, apiToken string) echo.MiddlewareFunc {
+	keys := newAPIKeyCache(d.DB, apiKeyTTL)
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			h := c.Request().Header.Get(echo.HeaderAuthorization)
@@ -76,14 +77,14 @@ func authenticate(d Deps, apiToken string) echo.MiddlewareFunc {
 			case apiToken != "" && subtle.ConstantTimeCompare([]byte(cred), []byte(apiToken)) == 1:
 				p.APIKey = bootstrapKeyName
 			case strings.HasPrefix(cred, auth.APIKeyPrefix):
-				k, err := store.NewAPIKeys(d.DB).ByHash(ctx, auth.HashAPIKey(cred))
+				name, err := keys.name(ctx, auth.HashAPIKey(cred))
 				if errors.Is(err, store.ErrNotFound) {
 					return unauthorized(c, "invalid API key")
 				}
 				if err != nil {
 					return err
 				}
-				p.APIKey = k.Name
+				p.APIKey = name
 			case d.Tokens == nil:
 				return unauthorized(c, "invalid token")
 			default:
