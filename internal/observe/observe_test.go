@@ -140,3 +140,37 @@ conveyor_http_requests_total{method="GET",route="/api/v1/tasks/:id",status="404"
 		t.Error(err)
 	}
 }
+
+// Each type and queue keeps its own series (they are looked up once and
+// remembered).
+func TestTaskMetricsKeepTypesAndQueuesApart(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m := observe.NewTaskMetrics(reg)
+	for range 3 {
+		m.TaskStarted("system:ping", "default")
+		m.TaskFinished("system:ping", "default", "succeeded", time.Millisecond)
+	}
+	m.TaskStarted("system:ping", "low")
+	m.TaskStarted("email:welcome", "critical")
+	m.TaskFinished("email:welcome", "critical", "retried", time.Millisecond)
+	want := `
+# HELP conveyor_tasks_started_total Task attempts started.
+# TYPE conveyor_tasks_started_total counter
+conveyor_tasks_started_total{queue="critical",type="email:welcome"} 1
+conveyor_tasks_started_total{queue="default",type="system:ping"} 3
+conveyor_tasks_started_total{queue="low",type="system:ping"} 1
+# HELP conveyor_tasks_in_flight Tasks being handled right now.
+# TYPE conveyor_tasks_in_flight gauge
+conveyor_tasks_in_flight{type="email:welcome"} 0
+conveyor_tasks_in_flight{type="system:ping"} 1
+# HELP conveyor_tasks_failed_total Task attempts that failed (retried or archived): the sum of those two outcomes of conveyor_tasks_finished_total.
+# TYPE conveyor_tasks_failed_total counter
+conveyor_tasks_failed_total{queue="critical",type="email:welcome"} 1
+`
+	err := testutil.GatherAndCompare(reg, strings.NewReader(want),
+		"conveyor_tasks_started_total", "conveyor_tasks_in_flight", "conveyor_tasks_failed_total")
+	if err != nil {
+		t.Error(err)
+	}
+}

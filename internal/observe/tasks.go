@@ -1,6 +1,7 @@
 package observe
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,6 +14,59 @@ type TaskMetrics struct {
 	failed   *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	inFlight *prometheus.GaugeVec
+
+	// sets holds each (type, queue)'s series, looked up once: resolving
+	// five labelled series per task (hashing their labels each time) was a
+	// measurable share of a ping's CPU.
+	sets sync.Map // typeQueue → *taskSeries
+}
+
+type typeQueue struct{ taskType, queue string }
+
+// taskSeries are the series of one task type and queue.
+type taskSeries struct {
+	started  prometheus.Counter
+	inFlight prometheus.Gauge
+	duration prometheus.Observer
+	// Made at the first task that needs them, so /metrics shows only the
+	// outcomes that happened, as before the cache.
+	mu       sync.Mutex
+	finished map[string]prometheus.Counter // by outcome
+	failed   prometheus.Counter
+}
+
+func (m *TaskMetrics) series(taskType, queue string) *taskSeries {
+	k := typeQueue{taskType, queue}
+	if s, ok := m.sets.Load(k); ok {
+		return s.(*taskSeries)
+	}
+	s, _ := m.sets.LoadOrStore(k, &taskSeries{
+		started:  m.started.WithLabelValues(taskType, queue),
+		inFlight: m.inFlight.WithLabelValues(taskType),
+		duration: m.duration.WithLabelValues(taskType),
+		finished: map[string]prometheus.Counter{},
+	})
+	return s.(*taskSeries)
+}
+
+// finish counts one attempt's outcome (and a failure) in s.
+func (m *TaskMetrics) finish(s *taskSeries, taskType, queue, outcome string) {
+	failed := outcome == "retried" || outcome == "archived"
+	s.mu.Lock()
+	c, ok := s.finished[outcome]
+	if !ok {
+		c = m.finished.WithLabelValues(taskType, queue, outcome)
+		s.finished[outcome] = c
+	}
+	if failed && s.failed == nil {
+		s.failed = m.failed.WithLabelValues(taskType, queue)
+	}
+	f := s.failed
+	s.mu.Unlock()
+	c.Inc()
+	if failed {
+		f.Inc()
+	}
 }
 
 // NewTaskMetrics registers the worker's task metrics on reg.
@@ -43,16 +97,15 @@ func NewTaskMetrics(reg prometheus.Registerer) *TaskMetrics {
 
 // TaskStarted implements tasks.Observer.
 func (m *TaskMetrics) TaskStarted(taskType, queue string) {
-	m.started.WithLabelValues(taskType, queue).Inc()
-	m.inFlight.WithLabelValues(taskType).Inc()
+	s := m.series(taskType, queue)
+	s.started.Inc()
+	s.inFlight.Inc()
 }
 
 // TaskFinished implements tasks.Observer.
 func (m *TaskMetrics) TaskFinished(taskType, queue, outcome string, d time.Duration) {
-	m.inFlight.WithLabelValues(taskType).Dec()
-	m.finished.WithLabelValues(taskType, queue, outcome).Inc()
-	if outcome == "retried" || outcome == "archived" {
-		m.failed.WithLabelValues(taskType, queue).Inc()
-	}
-	m.duration.WithLabelValues(taskType).Observe(d.Seconds())
+	s := m.series(taskType, queue)
+	s.inFlight.Dec()
+	m.finish(s, taskType, queue, outcome)
+	s.duration.Observe(d.Seconds())
 }
