@@ -48,7 +48,7 @@ type Params struct {
 	PGPid             int           // orders: PostgreSQL postmaster, for its CPU per order
 	ChainLength       int           // workflow: steps of the chain
 	GroupSize         int           // workflow: steps of the chord (group + callback) and plain pings
-	ProfileDir        string        // enqueue, worker, orders: where to write CPU profiles of the api or worker ("": none)
+	ProfileDir        string        // enqueue, worker, orders, workflow: where to write CPU profiles of the api or worker ("": none)
 	HTTPClient        string        // enqueue: "lean" or "net/http"
 	ProfileSpan       time.Duration // worker: length of the worker's CPU profile
 	APIEnv            string        // extra KEY=value,… for every api started (experiments)
@@ -77,8 +77,8 @@ func (p *Params) register(fs *flag.FlagSet) {
 	fs.DurationVar(&p.CompletionTimeout, "completion-timeout", 3*time.Minute, "orders: how long to wait for every order to be completed and mailed")
 	fs.IntVar(&p.ChainLength, "chain-length", 100, "workflow: system:ping steps of the chain")
 	fs.IntVar(&p.GroupSize, "group-size", 10000, "workflow: steps of the chord (group of N-1 pings + 1 callback), and plain pings to compare")
-	fs.StringVar(&p.ProfileDir, "profile", "", "enqueue, worker, orders: directory for a CPU profile of the api per HTTP run, of the worker per drain, of both per orders run (from their /debug/pprof/ side ports)")
-	fs.DurationVar(&p.ProfileSpan, "profile-span", 3*time.Second, "worker: with -profile, how long the worker is profiled from its first dequeue (keep it within the drain)")
+	fs.StringVar(&p.ProfileDir, "profile", "", "enqueue, worker, orders, workflow: directory for a CPU profile of the api per HTTP run, of the worker per drain, of both per orders run, of the worker per chord (from their /debug/pprof/ side ports)")
+	fs.DurationVar(&p.ProfileSpan, "profile-span", 3*time.Second, "worker, workflow: with -profile, how long the worker is profiled from its first dequeue (keep it within the drain)")
 	fs.StringVar(&p.APIEnv, "api-env", "", "extra environment for every api started, KEY=value[,KEY=value…] (after the scenario's own, so it wins): to try a setting such as GOGC=400")
 	fs.StringVar(&p.HTTPClient, "http-client", "lean", "enqueue: HTTP client of the load generator: lean (keep-alive HTTP/1.1 client of loadgen's own, as wrk) or net/http (Go's)")
 	fs.IntVar(&p.PGPid, "pg-pid", 0, "orders: pid of the bench PostgreSQL postmaster, to report its CPU per order")

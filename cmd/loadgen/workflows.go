@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"sort"
 	"strconv"
 	"sync"
@@ -283,12 +284,18 @@ func chordRun(ctx context.Context, env *Env) (Metrics, error) {
 	}
 	t0 := time.Now() // the clock starts at the commit, as the plain drain's starts after its fill
 	m := env.meter(ctx, api, worker)
+	pg0, self0 := env.pgCPU(), procCPU(os.Getpid())
+	profiled := env.profile(ctx, worker, "chord-worker", env.P.ProfileSpan)
 	state, err := waitWorkflow(ctx, env, id, 10*time.Minute)
 	if err != nil {
 		return nil, err
 	}
 	wall := time.Since(t0)
-	pcpu, _, _ := m.read(ctx)
+	pcpu, rcpu, _ := m.read(ctx)
+	pgcpu, selfcpu := env.pgCPU()-pg0, procCPU(os.Getpid())-self0
+	if err := profiled(); err != nil {
+		return nil, err
+	}
 	if state != "succeeded" {
 		return nil, fmt.Errorf("chord workflow %s ended %s (see %s log)", id, state, worker.Name)
 	}
@@ -300,9 +307,18 @@ func chordRun(ctx context.Context, env *Env) (Metrics, error) {
 	if succeeded != n {
 		return nil, fmt.Errorf("chord workflow %s: %d of %d steps succeeded", id, succeeded, n)
 	}
-	return Metrics{
+	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
+	out := Metrics{
 		"tasks_per_s":                float64(n) / wall.Seconds(),
 		"start_ms":                   ms(t0.Sub(startedAt)),
-		"api_worker_cpu_us_per_task": float64(pcpu.Microseconds()) / float64(n),
-	}, nil
+		"api_worker_cpu_us_per_task": per(pcpu),
+		"redis_cpu_us_per_task":      per(rcpu),
+		// The producer's dispatch of the group's steps (claim, enqueue,
+		// mark sent) runs in this process.
+		"loadgen_cpu_us_per_task": per(selfcpu),
+	}
+	if pgcpu > 0 {
+		out["pg_cpu_us_per_task"] = per(pgcpu)
+	}
+	return out, nil
 }
