@@ -55,6 +55,14 @@ type StepReporter interface {
 	StepFinished(ctx context.Context, ref StepRef, o StepOutcome) error
 }
 
+// StepStateReader reads a step's state and whether it has parents when its
+// task starts. A StepReporter that implements it (internal/workflow.Advancer,
+// which coalesces the reads of tasks starting together into one query) is
+// used for that; otherwise the Mux queries PostgreSQL once per task.
+type StepStateReader interface {
+	StepState(ctx context.Context, ref StepRef) (state string, hasParents bool, err error)
+}
+
 // ParentResult is one parent of the running step: its outcome and result.
 type ParentResult = store.ParentResult
 
@@ -100,7 +108,14 @@ func (h *stepHook) begin(ctx context.Context, t *asynq.Task) (_ context.Context,
 	}
 	started := time.Now()
 	steps := store.NewWorkflows(h.db)
-	state, hasParents, err := steps.StepState(ctx, ref.WorkflowID, ref.StepID)
+	var state string
+	var hasParents bool
+	var err error
+	if r, ok := h.reporter.(StepStateReader); ok {
+		state, hasParents, err = r.StepState(ctx, ref)
+	} else {
+		state, hasParents, err = steps.StepState(ctx, ref.WorkflowID, ref.StepID)
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		h.log.Warn("workflow step not found; task dropped", "workflow_id", ref.WorkflowID, "step_id", ref.StepID)

@@ -12,12 +12,13 @@ import (
 // of many steps (of one or many workflows) in one transaction, so every
 // statement here takes a batch and costs one round trip whatever its size.
 //
-// Each statement joins the batch's unnested keys to the table and also
-// filters with "workflow_id = ANY(<distinct workflow IDs>) AND step_id =
-// ANY(<step IDs>)", which looks redundant but lets the planner see how few
-// rows the batch touches (it cannot tell from the join with unnest()) and
-// probe the primary key instead of hash-joining the whole table, which
-// costs tens of milliseconds per statement once it holds 100,000 steps.
+// Each statement joins the batch's unnested keys to the table, which the
+// planner does with one primary-key probe per key (it knows the length of
+// the arrays). They used to filter with "workflow_id = ANY(<workflow IDs>)
+// AND step_id = ANY(<step IDs>)" as well: the planner, which takes a
+// workflow it has no statistics for to have a handful of steps, then read
+// every step (or edge) of the workflow and filtered on the step IDs, so
+// each batch of a group of 10,000 read 10,000 rows per statement.
 
 // StepKey names one step of one workflow.
 type StepKey struct {
@@ -69,10 +70,9 @@ func (r *Workflows) FinishSteps(ctx context.Context, ends []StepEnd) ([]StepKey,
 		   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
 		        AS u(wf, step, state, result, error, started, finished)
 		  WHERE s.workflow_id = u.wf AND s.step_id = u.step AND s.state = 'enqueued'
-		    AND s.workflow_id = ANY($8) AND s.step_id = ANY($2)
 		 RETURNING s.workflow_id, s.step_id`,
 		pq.Array(wfs), pq.Array(steps), pq.Array(states), pq.Array(results), pq.Array(errs),
-		pq.Array(started), pq.Array(finished), pq.Array(distinct(wfs)))
+		pq.Array(started), pq.Array(finished))
 	return out, mapErr(err, "finish workflow steps")
 }
 
@@ -115,13 +115,12 @@ func (r *Workflows) ReleaseChildren(ctx context.Context, done []FinishedStep) ([
 		 ), agg AS (
 		     SELECT e.workflow_id, e.child, count(*)::int AS n, bool_or(d.failed) AS failed
 		       FROM done d JOIN workflow_edges e ON e.workflow_id = d.wf AND e.parent = d.step
-		      WHERE e.workflow_id = ANY($4) AND e.parent = ANY($2)
 		      GROUP BY e.workflow_id, e.child
 		 )
 		 UPDATE workflow_steps c SET parents_left = c.parents_left - agg.n, parent_failed = c.parent_failed OR agg.failed
 		   FROM agg WHERE c.workflow_id = agg.workflow_id AND c.step_id = agg.child AND c.state = 'waiting'
 		 RETURNING c.workflow_id, c.step_id, c.parents_left, c.parent_failed, c.if_parent_failed`,
-		pq.Array(wfs), pq.Array(steps), pq.Array(failed), pq.Array(distinct(wfs)))
+		pq.Array(wfs), pq.Array(steps), pq.Array(failed))
 	return out, mapErr(err, "release children of workflow steps")
 }
 
@@ -134,8 +133,7 @@ func (r *Workflows) CancelWaiting(ctx context.Context, keys []StepKey, errMsg st
 		`UPDATE workflow_steps s SET state = 'cancelled', error = $3, finished_at = now()
 		   FROM unnest($1::uuid[], $2::text[]) AS u(wf, step)
 		  WHERE s.workflow_id = u.wf AND s.step_id = u.step AND s.state = 'waiting'
-		    AND s.workflow_id = ANY($4) AND s.step_id = ANY($2)
-		 RETURNING s.workflow_id, s.step_id`, pq.Array(wfs), pq.Array(steps), errMsg, pq.Array(distinct(wfs)))
+		 RETURNING s.workflow_id, s.step_id`, pq.Array(wfs), pq.Array(steps), errMsg)
 	return out, mapErr(err, "cancel waiting workflow steps")
 }
 
@@ -164,14 +162,13 @@ func (r *Workflows) EnqueueSteps(ctx context.Context, keys []StepKey) ([]ReadySt
 		     UPDATE workflow_steps s SET state = 'enqueued', enqueued_at = now()
 		       FROM unnest($1::uuid[], $2::text[]) AS u(wf, step)
 		      WHERE s.workflow_id = u.wf AND s.step_id = u.step AND s.state = 'waiting' AND s.parents_left = 0
-		        AND s.workflow_id = ANY($3) AND s.step_id = ANY($2)
 		     RETURNING s.workflow_id, s.step_id, s.task_id, s.task_type, s.payload, `+stepTaskOptions+` AS options
 		 ), sent AS (
 		     INSERT INTO outbox (id, task_type, payload, request_id, options)
 		     SELECT ready.task_id, ready.task_type, ready.payload, w.request_id, ready.options
 		       FROM ready JOIN workflows w ON w.id = ready.workflow_id
 		 )
-		 SELECT workflow_id, step_id, task_id FROM ready`, pq.Array(wfs), pq.Array(steps), pq.Array(distinct(wfs)))
+		 SELECT workflow_id, step_id, task_id FROM ready`, pq.Array(wfs), pq.Array(steps))
 	return out, mapErr(err, "enqueue workflow steps")
 }
 
@@ -224,10 +221,48 @@ func (r *Workflows) StepState(ctx context.Context, id, stepID string) (state str
 	// a step without any (a group's member) then needs no ParentResults
 	// query, which every system:ping step would otherwise run.
 	err = r.q.GetContext(ctx, &row,
-		`SELECT s.state, EXISTS (SELECT 1 FROM workflow_edges e
-		                          WHERE e.workflow_id = s.workflow_id AND e.child = s.step_id) AS has_parents
+		`SELECT s.state, `+hasParentsSQL+` AS has_parents
 		   FROM workflow_steps s WHERE s.workflow_id = $1 AND s.step_id = $2`, id, stepID)
 	return row.State, row.HasParents, mapErr(err, "state of step "+stepID+" of workflow "+id)
+}
+
+// hasParentsSQL says whether step s has parents: its count of parents, or,
+// for a step stored before it had one, whether an edge leads to it. (Looking
+// for edges when reading many steps at once let the planner scan every edge
+// of the workflow for each step: it cannot tell which step it looks for.)
+const hasParentsSQL = `COALESCE(s.parents > 0, EXISTS (SELECT 1 FROM workflow_edges e
+	WHERE e.workflow_id = s.workflow_id AND e.child = s.step_id))`
+
+// StepStatus is what a worker reads about a step when its task starts.
+type StepStatus struct {
+	State      string // anything but enqueued: the task must not run
+	HasParents bool   // false: the step has no parent results to read
+}
+
+// StepStates is StepState for many steps (of any workflows) in one round
+// trip, for the worker, which coalesces the reads of the tasks starting at
+// the same time. The result is keyed by keys as given (every workflow ID
+// must be a UUID); a step that does not exist is missing from it.
+func (r *Workflows) StepStates(ctx context.Context, keys []StepKey) (map[StepKey]StepStatus, error) {
+	wfs, steps := splitKeys(keys)
+	var rows []struct {
+		StepKey
+		State      string `db:"state"`
+		HasParents bool   `db:"has_parents"`
+	}
+	err := r.q.SelectContext(ctx, &rows,
+		`SELECT u.wf AS workflow_id, s.step_id, s.state, `+hasParentsSQL+` AS has_parents
+		   FROM workflow_steps s JOIN unnest($1::text[], $2::text[]) AS u(wf, step)
+		        ON s.workflow_id = u.wf::uuid AND s.step_id = u.step`,
+		pq.Array(wfs), pq.Array(steps))
+	if err != nil {
+		return nil, mapErr(err, "state of workflow steps")
+	}
+	out := make(map[StepKey]StepStatus, len(rows))
+	for _, row := range rows {
+		out[row.StepKey] = StepStatus{State: row.State, HasParents: row.HasParents}
+	}
+	return out, nil
 }
 
 // RecordStarts sets started_at of the steps of starts that have none yet.
@@ -247,26 +282,12 @@ func (r *Workflows) RecordStarts(ctx context.Context, starts []StepStart) error 
 		     SELECT s.workflow_id, s.step_id, u.at FROM u
 		       JOIN workflow_steps s ON s.workflow_id = u.wf AND s.step_id = u.step
 		      WHERE s.started_at IS NULL
-		        AND s.workflow_id = ANY($4) AND s.step_id = ANY($2)
 		        FOR UPDATE OF s SKIP LOCKED
 		 )
 		 UPDATE workflow_steps s SET started_at = pick.at
 		   FROM pick WHERE s.workflow_id = pick.workflow_id AND s.step_id = pick.step_id`,
-		pq.Array(wfs), pq.Array(steps), pq.Array(at), pq.Array(distinct(wfs)))
+		pq.Array(wfs), pq.Array(steps), pq.Array(at))
 	return mapErr(err, "record workflow step starts")
-}
-
-// distinct returns ids without repeats, in first-seen order.
-func distinct(ids []string) []string {
-	seen := make(map[string]bool, 4)
-	out := make([]string, 0, 4)
-	for _, id := range ids {
-		if !seen[id] {
-			seen[id] = true
-			out = append(out, id)
-		}
-	}
-	return out
 }
 
 func splitKeys(keys []StepKey) (wfs, steps []string) {

@@ -178,8 +178,8 @@ func workflowInsert(nw NewWorkflow, first int) (string, []any) {
 		     RETURNING *
 		 ), s AS (
 		     INSERT INTO workflow_steps (workflow_id, step_id, position, task_type, payload, options, queue,
-		                                 if_parent_failed, parents_left, state, enqueued_at)
-		     SELECT w.id, s.id, s.pos, s.typ, s.payload::jsonb, s.opts::jsonb, s.queue, s.mode, s.parents,
+		                                 if_parent_failed, parents_left, parents, state, enqueued_at)
+		     SELECT w.id, s.id, s.pos, s.typ, s.payload::jsonb, s.opts::jsonb, s.queue, s.mode, s.parents, s.parents,
 		            CASE WHEN s.parents = 0 THEN 'enqueued' ELSE 'waiting' END,
 		            CASE WHEN s.parents = 0 THEN now() END
 		       FROM w, unnest(` + a(4) + `::text[], ` + a(5) + `::int[], ` + a(6) + `::text[], ` + a(7) + `::text[], ` + a(8) + `::text[], ` + a(9) + `::text[], ` + a(10) + `::text[], ` + a(11) + `::int[])
@@ -375,13 +375,19 @@ type StaleStep struct {
 // ClaimStale returns up to limit enqueued steps whose task went out (its
 // outbox row was relayed, or is gone) more than age ago and that nobody
 // checked within age, least recently checked first, and marks them checked.
+// It looks at the steps of running workflows (an enqueued step's workflow
+// is running), by workflow ID: no index names a step's state, so that
+// recording a step's outcome rewrites its row in place (migration 00062).
+// The running workflows are listed first (ARRAY(…)) so that the planner
+// cannot prefer a scan of every step ever stored.
 func (r *Workflows) ClaimStale(ctx context.Context, age time.Duration, limit int) ([]StaleStep, error) {
 	out := []StaleStep{}
 	err := r.q.SelectContext(ctx, &out,
 		`UPDATE workflow_steps s SET checked_at = now()
 		   FROM (SELECT s2.workflow_id, s2.step_id FROM workflow_steps s2
 		           LEFT JOIN outbox o ON o.id = s2.task_id
-		          WHERE s2.state = 'enqueued'
+		          WHERE s2.workflow_id = ANY (ARRAY(SELECT w.id FROM workflows w WHERE w.state = 'running'))
+		            AND s2.state = 'enqueued'
 		            AND COALESCE(s2.checked_at, s2.enqueued_at) < now() - make_interval(secs => $1)
 		            AND (o.id IS NULL OR o.sent_at IS NOT NULL)
 		          ORDER BY COALESCE(s2.checked_at, s2.enqueued_at) LIMIT $2

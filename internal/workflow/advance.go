@@ -242,21 +242,28 @@ const startFlushEvery = 100 * time.Millisecond
 // transaction fails every report of its batch (the reconciler then
 // recovers them, as it does for a worker that died).
 //
-// Step starts are only timestamps: they are gathered and written every
+// Step starts are only timestamps: a step's finish records its start, so
+// only the starts of steps still running are written, every
 // startFlushEvery, without waiting for the WAL flush (a crash may lose
-// them; the step's finish records its start anyway).
+// them). A step that finishes within startFlushEvery of its start (most
+// do) costs no write for its start.
+//
+// The Advancer also reads the state of the steps whose tasks start
+// (tasks.StepStateReader), coalescing concurrent reads into one query.
 type Advancer struct {
 	db       *sqlx.DB
 	dispatch Dispatcher
 	metrics  *observe.WorkflowMetrics
 	log      *slog.Logger
+	states   stateReads
 
 	mu       sync.Mutex
 	queue    []*pending
 	flushing bool
 
-	startMu sync.Mutex
-	starts  []store.StepStart
+	startMu    sync.Mutex
+	starts     map[store.StepKey]time.Time // steps started and not finished yet
+	startTimer bool                        // a flush of starts is due
 }
 
 type pending struct {
@@ -268,12 +275,31 @@ type pending struct {
 // enqueues to the queue after each commit; metrics and dispatch may be nil
 // (then the outbox relay delivers them).
 func NewAdvancer(d *sqlx.DB, dispatch Dispatcher, metrics *observe.WorkflowMetrics, log *slog.Logger) *Advancer {
-	return &Advancer{db: d, dispatch: dispatch, metrics: metrics, log: log.With("component", "workflow")}
+	return &Advancer{db: d, dispatch: dispatch, metrics: metrics, log: log.With("component", "workflow"),
+		states: stateReads{db: d}, starts: map[store.StepKey]time.Time{}}
+}
+
+// StepState implements tasks.StepStateReader: the state of step ref and
+// whether it has parents, read together with those of the other tasks
+// starting at the same time.
+func (a *Advancer) StepState(ctx context.Context, ref tasks.StepRef) (state string, hasParents bool, err error) {
+	return a.states.read(ctx, ref)
 }
 
 // StepFinished implements tasks.StepReporter: it returns once the batch
 // holding this outcome has committed (or failed), or when ctx ends.
 func (a *Advancer) StepFinished(ctx context.Context, ref tasks.StepRef, o tasks.StepOutcome) error {
+	// The outcome carries the start: the start need not be written apart.
+	// The first start noted is the one kept, as when it is written first.
+	k := store.StepKey{WorkflowID: ref.WorkflowID, StepID: ref.StepID}
+	a.startMu.Lock()
+	if at, ok := a.starts[k]; ok {
+		delete(a.starts, k)
+		if o.StartedAt.IsZero() || at.Before(o.StartedAt) {
+			o.StartedAt = at
+		}
+	}
+	a.startMu.Unlock()
 	p := &pending{Report: Report{Ref: ref, Outcome: o}, done: make(chan error, 1)}
 	a.mu.Lock()
 	a.queue = append(a.queue, p)
@@ -353,27 +379,47 @@ func (a *Advancer) record(batch []*pending) error {
 }
 
 // StepStarted implements tasks.StepReporter: it notes that step ref's task
-// started at at, to be written within startFlushEvery; it does not block.
+// started at at, to be written within startFlushEvery unless the step has
+// finished by then; it does not block. A step noted twice (a retried task)
+// keeps its first start.
 func (a *Advancer) StepStarted(ref tasks.StepRef, at time.Time) {
+	k := store.StepKey{WorkflowID: ref.WorkflowID, StepID: ref.StepID}
 	a.startMu.Lock()
-	a.starts = append(a.starts, store.StepStart{StepKey: store.StepKey{WorkflowID: ref.WorkflowID, StepID: ref.StepID}, At: at})
-	if len(a.starts) == 1 {
+	if prev, ok := a.starts[k]; !ok || at.Before(prev) {
+		a.starts[k] = at
+	}
+	if !a.startTimer {
+		a.startTimer = true
 		time.AfterFunc(startFlushEvery, a.flushStarts)
 	}
 	a.startMu.Unlock()
 }
 
-// flushStarts writes the starts noted so far with synchronous_commit off:
-// the commit does not wait for the WAL flush, since losing a timestamp in
-// a crash is harmless.
+// flushStarts writes the starts of the steps still running with
+// synchronous_commit off: the commit does not wait for the WAL flush, since
+// losing a timestamp in a crash is harmless. They are forgotten then (even
+// if the write failed): a start written stays, the finish does not
+// overwrite it.
 func (a *Advancer) flushStarts() {
 	a.startMu.Lock()
-	starts := a.starts
-	a.starts = nil
+	a.startTimer = false
+	starts := make([]store.StepStart, 0, len(a.starts))
+	for k, at := range a.starts {
+		starts = append(starts, store.StepStart{StepKey: k, At: at})
+	}
 	a.startMu.Unlock()
 	if len(starts) == 0 {
 		return
 	}
+	defer func() {
+		a.startMu.Lock()
+		for _, st := range starts {
+			if at, ok := a.starts[st.StepKey]; ok && at.Equal(st.At) {
+				delete(a.starts, st.StepKey)
+			}
+		}
+		a.startMu.Unlock()
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := db.InTx(ctx, a.db, func(tx *sqlx.Tx) error {

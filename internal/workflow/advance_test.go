@@ -303,19 +303,146 @@ func TestStepStateSaysWhetherAStepHasParents(t *testing.T) {
 	b := setup(t)
 	ctx := context.Background()
 	v := b.start(workflow.Spec{Steps: []workflow.Step{ping("a"), ping("b"), ping("cb", "a", "b")}})
-	for step, want := range map[string]bool{"a": false, "b": false, "cb": true} {
-		state, has, err := store.NewWorkflows(b.db).StepState(ctx, v.ID, step)
+	// old: steps stored before they had a count of parents (NULL), whose
+	// edges say.
+	old := b.start(workflow.Spec{Steps: []workflow.Step{ping("a"), ping("b"), ping("cb", "a", "b")}})
+	if _, err := b.db.Exec(`UPDATE workflow_steps SET parents = NULL WHERE workflow_id = $1`, old.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, wf := range []string{v.ID, old.ID} {
+		var keys []store.StepKey
+		for step, want := range map[string]bool{"a": false, "b": false, "cb": true} {
+			keys = append(keys, store.StepKey{WorkflowID: wf, StepID: step})
+			state, has, err := store.NewWorkflows(b.db).StepState(ctx, wf, step)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if has != want {
+				t.Errorf("step %s: has parents %v, want %v", step, has, want)
+			}
+			if wantState := map[bool]string{false: "enqueued", true: "waiting"}[want]; state != wantState {
+				t.Errorf("step %s: state %s, want %s", step, state, wantState)
+			}
+		}
+		all, err := store.NewWorkflows(b.db).StepStates(ctx, keys)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if has != want {
-			t.Errorf("step %s: has parents %v, want %v", step, has, want)
+		want := map[store.StepKey]store.StepStatus{
+			{WorkflowID: wf, StepID: "a"}:  {State: "enqueued"},
+			{WorkflowID: wf, StepID: "b"}:  {State: "enqueued"},
+			{WorkflowID: wf, StepID: "cb"}: {State: "waiting", HasParents: true},
 		}
-		if wantState := map[bool]string{false: "enqueued", true: "waiting"}[want]; state != wantState {
-			t.Errorf("step %s: state %s, want %s", step, state, wantState)
+		if fmt.Sprint(all) != fmt.Sprint(want) {
+			t.Errorf("StepStates = %v, want %v", all, want)
 		}
 	}
 	if _, _, err := store.NewWorkflows(b.db).StepState(ctx, v.ID, "nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("unknown step: err %v, want ErrNotFound", err)
+	}
+}
+
+// TestStepFinishedKeepsTheFirstStart: a step that finishes before its
+// start was written gets the first start noted (not its last attempt's)
+// from its finish, and its start is not written again afterwards.
+func TestStepFinishedKeepsTheFirstStart(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	v := b.start(workflow.Spec{Steps: []workflow.Step{ping("a"), ping("b")}})
+	adv := workflow.NewAdvancer(b.db, nil, nil, testenv.Logger(t))
+	first := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	retried, finished := first.Add(time.Second), first.Add(2*time.Second)
+	a := tasks.StepRef{WorkflowID: v.ID, StepID: "a"}
+	adv.StepStarted(a, first)
+	adv.StepStarted(a, retried) // a second attempt
+	if err := adv.StepFinished(ctx, a, tasks.StepOutcome{Succeeded: true, StartedAt: retried, FinishedAt: finished}); err != nil {
+		t.Fatal(err)
+	}
+	if s := b.stepRow(v.ID, "a"); s.StartedAt == nil || !s.StartedAt.Equal(first) {
+		t.Fatalf("a started %v, want its first start %v", s.StartedAt, first)
+	}
+	// b is noted after a finished; once b's start is written, the flush
+	// that would have written a's is over too.
+	adv.StepStarted(tasks.StepRef{WorkflowID: v.ID, StepID: "b"}, first)
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		s := b.stepRow(v.ID, "b")
+		return s.StartedAt != nil && s.StartedAt.Equal(first)
+	}, "step b's start never recorded")
+	if s := b.stepRow(v.ID, "a"); !s.StartedAt.Equal(first) || s.State != "succeeded" {
+		t.Fatalf("a = %s started %v, want succeeded, started %v", s.State, s.StartedAt, first)
+	}
+}
+
+// TestAdvancerStepState: the Advancer reads the state of steps whose tasks
+// start, many at once from many goroutines (coalesced into few queries),
+// each answer the step's own; an unknown step or workflow is
+// store.ErrNotFound, and a workflow ID that is no UUID fails only its own
+// read.
+func TestAdvancerStepState(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	const n = 300
+	group := make([]workflow.Part, n)
+	for i := range group {
+		group[i] = workflow.Task(fmt.Sprintf("g%d", i), tasks.SystemPingPayload{})
+	}
+	v := b.start(workflow.Chord(workflow.Group(group...), workflow.Task("cb", tasks.SystemPingPayload{})).Spec())
+	other := b.start(workflow.Spec{Steps: []workflow.Step{ping("x")}})
+	if _, err := workflow.Cancel(ctx, b.db, &fakeCanceller{}, other.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	adv := workflow.NewAdvancer(b.db, nil, nil, testenv.Logger(t))
+
+	type want struct {
+		state      string
+		hasParents bool
+		notFound   bool
+		fails      bool
+	}
+	cases := map[tasks.StepRef]want{
+		{WorkflowID: v.ID, StepID: "cb"}:                                   {state: "waiting", hasParents: true},
+		{WorkflowID: other.ID, StepID: "x"}:                                {state: "cancelled"},
+		{WorkflowID: v.ID, StepID: "nope"}:                                 {notFound: true},
+		{WorkflowID: "00000000-0000-4000-8000-000000000000", StepID: "g1"}: {notFound: true},
+		{WorkflowID: "not-a-uuid", StepID: "g1"}:                           {fails: true},
+	}
+	for i := range n {
+		cases[tasks.StepRef{WorkflowID: v.ID, StepID: fmt.Sprintf("g%d", i)}] = want{state: "enqueued"}
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for round := range 3 {
+		for ref, w := range cases {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				state, has, err := adv.StepState(ctx, ref)
+				var bad error
+				switch {
+				case w.notFound:
+					if !errors.Is(err, store.ErrNotFound) {
+						bad = fmt.Errorf("err %v, want ErrNotFound", err)
+					}
+				case w.fails:
+					if err == nil || errors.Is(err, store.ErrNotFound) {
+						bad = fmt.Errorf("err %v, want a query error", err)
+					}
+				case err != nil || state != w.state || has != w.hasParents:
+					bad = fmt.Errorf("%s, parents %v, err %v; want %s, parents %v", state, has, err, w.state, w.hasParents)
+				}
+				if bad != nil {
+					mu.Lock()
+					errs = append(errs, fmt.Errorf("round %d, step %s of %s: %w", round, ref.StepID, ref.WorkflowID, bad))
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
 	}
 }

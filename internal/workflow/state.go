@@ -1,0 +1,109 @@
+package workflow
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/conveyor-run/conveyor/internal/store"
+	"github.com/conveyor-run/conveyor/tasks"
+)
+
+// stateReads coalesces the state reads of step tasks that start at the same
+// time into one query (store.StepStates): a read that arrives while none is
+// in flight goes at once, alone, so an idle worker's step waits no longer
+// than with a query of its own; reads that arrive while one is in flight
+// are made together by the next. Under load a worker then runs one query
+// per few milliseconds instead of one per task, each of them two round
+// trips with lib/pq.
+type stateReads struct {
+	db *sqlx.DB
+
+	mu       sync.Mutex
+	queue    []*stateRead
+	flushing bool
+}
+
+type stateRead struct {
+	key  store.StepKey
+	st   store.StepStatus
+	err  error
+	done chan struct{}
+}
+
+// maxStateReads bounds the steps one query reads.
+const maxStateReads = 1000
+
+// uuidText is what a workflow ID looks like; a header naming anything else
+// is read on its own, so that it cannot fail the query of the others.
+var uuidText = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+// read returns the state of step ref and whether it has parents;
+// store.ErrNotFound if there is no such step.
+func (s *stateReads) read(ctx context.Context, ref tasks.StepRef) (string, bool, error) {
+	if !uuidText.MatchString(ref.WorkflowID) {
+		return store.NewWorkflows(s.db).StepState(ctx, ref.WorkflowID, ref.StepID)
+	}
+	r := &stateRead{key: store.StepKey{WorkflowID: ref.WorkflowID, StepID: ref.StepID}, done: make(chan struct{})}
+	s.mu.Lock()
+	s.queue = append(s.queue, r)
+	if !s.flushing {
+		s.flushing = true
+		go s.flush()
+	}
+	s.mu.Unlock()
+	select {
+	case <-r.done:
+		return r.st.State, r.st.HasParents, r.err
+	case <-ctx.Done():
+		return "", false, ctx.Err()
+	}
+}
+
+// flush runs queries until no read is waiting.
+func (s *stateReads) flush() {
+	for {
+		s.mu.Lock()
+		batch := s.queue
+		if len(batch) > maxStateReads {
+			batch = batch[:maxStateReads:maxStateReads]
+			s.queue = append([]*stateRead(nil), s.queue[maxStateReads:]...)
+		} else {
+			s.queue = nil
+		}
+		if len(batch) == 0 {
+			s.flushing = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		s.query(batch)
+	}
+}
+
+// query reads the steps of batch and answers each read.
+func (s *stateReads) query(batch []*stateRead) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	keys := make([]store.StepKey, len(batch))
+	for i, r := range batch {
+		keys[i] = r.key
+	}
+	states, err := store.NewWorkflows(s.db).StepStates(ctx, keys)
+	for _, r := range batch {
+		st, ok := states[r.key]
+		switch {
+		case err != nil:
+			r.err = err
+		case !ok:
+			r.err = fmt.Errorf("state of step %s of workflow %s: %w", r.key.StepID, r.key.WorkflowID, store.ErrNotFound)
+		default:
+			r.st = st
+		}
+		close(r.done)
+	}
+}
