@@ -15,10 +15,11 @@ import (
 // of the message (the final ".") is afterData: a reply line, or "" to hang
 // up without one. After a reply, every later command is answered by
 // hanging up when dropAfter is set. It counts the messages it received in
-// full.
+// full and the connections it accepted.
 type scriptedSMTP struct {
 	addr      string
 	received  atomic.Int32
+	conns     atomic.Int32
 	afterData string
 	dropAfter bool
 }
@@ -45,6 +46,7 @@ func startScriptedSMTP(t *testing.T, afterData string, dropAfter bool) *scripted
 
 func (s *scriptedSMTP) serve(conn net.Conn) {
 	defer conn.Close()
+	s.conns.Add(1)
 	r := bufio.NewReader(conn)
 	say := func(line string) { _, _ = conn.Write([]byte(line + "\r\n")) }
 	say("220 scripted.localhost ESMTP")
@@ -129,6 +131,40 @@ func TestSMTPSendClassifiesWhereTheConversationFails(t *testing.T) {
 			if mail.IsPermanent(err) != tc.permanent || mail.IsUncertain(err) != tc.uncertain {
 				t.Fatalf("Send = %v: permanent %v (want %v), uncertain %v (want %v)",
 					err, mail.IsPermanent(err), tc.permanent, mail.IsUncertain(err), tc.uncertain)
+			}
+		})
+	}
+}
+
+// Messages share a connection; one the server closed while it was kept is
+// replaced for the next message, which still goes out (its NOOP check
+// failed, so nothing of it had been sent).
+func TestSMTPKeepsConnectionsBetweenMessages(t *testing.T) {
+	t.Parallel()
+	msg := mail.Message{To: "ada@example.com", Subject: "Hi", Text: "Hello"}
+	for _, tc := range []struct {
+		name      string
+		dropAfter bool // the server hangs up after each accepted message
+		wantConns int32
+	}{
+		{"kept", false, 1},
+		{"closed by the server after each message", true, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := startScriptedSMTP(t, "250 queued", tc.dropAfter)
+			s := newSMTP(t, "smtp://"+srv.addr)
+			t.Cleanup(func() { _ = s.Close() })
+			for i := range 3 {
+				if err := s.Send(context.Background(), msg); err != nil {
+					t.Fatalf("message %d: %v", i, err)
+				}
+			}
+			if got := srv.received.Load(); got != 3 {
+				t.Fatalf("server received %d messages, want 3", got)
+			}
+			if got := srv.conns.Load(); got != tc.wantConns {
+				t.Fatalf("%d connections, want %d", got, tc.wantConns)
 			}
 		})
 	}
