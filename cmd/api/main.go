@@ -84,7 +84,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log, logBuf := observe.NewBufferedLogger(stderr, cfg.LogFormat, cfg.LogLevel, 50*time.Millisecond)
 	defer logBuf.Close()
 	log = log.With("service", "api")
-	if cfg.GCPercent > 0 { // GOGC unset: the api's own default (config.DefaultAPIGCPercent)
+	if cfg.GCPercent > 0 { // GOGC unset: config.DefaultGCPercent
 		debug.SetGCPercent(cfg.GCPercent)
 	}
 

@@ -52,6 +52,7 @@ type Params struct {
 	HTTPClient        string        // enqueue: "lean" or "net/http"
 	ProfileSpan       time.Duration // worker: length of the worker's CPU profile
 	APIEnv            string        // extra KEY=value,… for every api started (experiments)
+	WorkerEnv         string        // extra KEY=value,… for every worker started (experiments)
 }
 
 func (p *Params) register(fs *flag.FlagSet) {
@@ -80,6 +81,7 @@ func (p *Params) register(fs *flag.FlagSet) {
 	fs.StringVar(&p.ProfileDir, "profile", "", "enqueue, worker, orders, workflow: directory for a CPU profile of the api per HTTP run, of the worker per drain, of both per orders run, of the worker per chord (from their /debug/pprof/ side ports)")
 	fs.DurationVar(&p.ProfileSpan, "profile-span", 3*time.Second, "worker, workflow: with -profile, how long the worker is profiled from its first dequeue (keep it within the drain)")
 	fs.StringVar(&p.APIEnv, "api-env", "", "extra environment for every api started, KEY=value[,KEY=value…] (after the scenario's own, so it wins): to try a setting such as GOGC=400")
+	fs.StringVar(&p.WorkerEnv, "worker-env", "", "extra environment for every worker started, KEY=value[,KEY=value…] (after the scenario's own, so it wins)")
 	fs.StringVar(&p.HTTPClient, "http-client", "lean", "enqueue: HTTP client of the load generator: lean (keep-alive HTTP/1.1 client of loadgen's own, as wrk) or net/http (Go's)")
 	fs.IntVar(&p.PGPid, "pg-pid", 0, "orders: pid of the bench PostgreSQL postmaster, to report its CPU per order")
 }
@@ -289,6 +291,9 @@ func (e *Env) StartWorker(ctx context.Context, extra ...string) (*Proc, error) {
 		"DATABASE_URL=" + e.P.DatabaseURL, "REDIS_URL=" + e.P.RedisURL, "METRICS_ADDR=" + addr,
 		"SMTP_URL=" + e.smtp.URL(),
 	}, extra...)
+	if e.P.WorkerEnv != "" {
+		env = append(env, strings.Split(e.P.WorkerEnv, ",")...)
+	}
 	p, err := e.start(ctx, "worker", e.bin("worker"), nil, env, addr, waitHTTP("http://"+addr+"/healthz"))
 	if p != nil {
 		p.Side = addr

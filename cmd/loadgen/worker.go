@@ -176,6 +176,7 @@ func drainN(n int, mk taskMaker, rawMode string) func(context.Context, *Env) (Me
 			"cpu_us_per_task":       float64(pcpu.Microseconds()) / float64(n),
 			"redis_cpu_us_per_task": float64(rcpu.Microseconds()) / float64(n),
 			"redis_mem_mb":          env.RedisMemoryMB(ctx),
+			"peak_rss_mb":           procPeakRSSMB(proc.Pid()), // what its GC setting costs in memory
 		}, nil
 	}
 }

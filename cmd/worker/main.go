@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -50,6 +51,9 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr 
 	log, logBuf := observe.NewBufferedLogger(stderr, cfg.LogFormat, cfg.LogLevel, 50*time.Millisecond)
 	defer logBuf.Close()
 	log = log.With("service", "worker")
+	if cfg.GCPercent > 0 { // GOGC unset: config.DefaultGCPercent
+		debug.SetGCPercent(cfg.GCPercent)
+	}
 
 	redisOpt, err := queue.RedisConfig{URL: cfg.RedisURL, ClusterAddrs: cfg.RedisClusterAddrs, ClusterPassword: cfg.RedisClusterPassword}.ConnOpt()
 	if err != nil {

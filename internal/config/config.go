@@ -59,9 +59,9 @@ type Config struct {
 	APIToken    string // optional bootstrap key for the admin endpoints
 	AutoMigrate bool
 	BodyLimit   int64 // bytes
-	// GCPercent is the api's garbage-collection target (Go's GOGC) when
-	// GOGC is not set: DefaultAPIGCPercent. 0: GOGC is set, and the Go
-	// runtime has applied it already.
+	// GCPercent is the garbage-collection target (Go's GOGC) of the api and
+	// the worker when GOGC is not set: DefaultGCPercent. 0: GOGC is set, and
+	// the Go runtime has applied it already (or the role keeps Go's default).
 	GCPercent int
 
 	// Product API: auth, CORS, login limits, outbox (api); simulated
@@ -149,13 +149,14 @@ const (
 	// DefaultDatabaseMaxConns keeps api + worker + scheduler replicas well
 	// under PostgreSQL's default max_connections (100).
 	DefaultDatabaseMaxConns = 20
-	// DefaultAPIGCPercent is the api's GOGC unless GOGC is set. The api's
-	// live heap is a few MB, so at Go's default (100) it collected every
-	// few tens of milliseconds under load; a GC cycle's fixed costs
-	// (scanning every connection's goroutine stack) were ~15 % of its CPU
-	// per request (docs/BENCHMARKS.md, "Enqueue over HTTP"). 400 lets the
-	// heap grow to five times the live data (tens of MB) first.
-	DefaultAPIGCPercent = 400
+	// DefaultGCPercent is the GOGC of the api and the worker unless GOGC is
+	// set. Their live heaps are a few MB while every request or task
+	// allocates, so at Go's default (100) they collected every few tens of
+	// milliseconds under load, each cycle scanning every goroutine's stack:
+	// ~15 % of the api's CPU per request, and a few µs of the worker's per
+	// task (docs/BENCHMARKS.md, "API and worker CPU per task"). 400 lets
+	// the heap grow to five times the live data (tens of MB) first.
+	DefaultGCPercent = 400
 	// DefaultPollInterval: with wake-ups, how long an idle worker waits for
 	// one before it looks at its queues anyway (tasks enqueued by other
 	// asynq clients are picked up within it). Polling alone would need 5 ms
@@ -210,9 +211,9 @@ func Load(getenv func(string) string, role Role) (Config, error) {
 		c.LoginMaxFailures = p.intRange("LOGIN_MAX_FAILURES", 5, 1, 1000)
 		c.LoginWindow = p.duration("LOGIN_WINDOW", 15*time.Minute, time.Second)
 		c.Abuse, c.TrustedProxies = p.abuse(), p.trustedProxies("TRUSTED_PROXIES")
-		if p.str("GOGC", "") == "" {
-			c.GCPercent = DefaultAPIGCPercent
-		}
+	}
+	if (role == RoleAPI || role == RoleWorker) && p.str("GOGC", "") == "" {
+		c.GCPercent = DefaultGCPercent
 	}
 	c.OrderProcessDelay = p.duration("ORDER_PROCESS_DELAY", 0, 0)
 

@@ -86,9 +86,9 @@ func TestDatabaseMaxConns(t *testing.T) {
 	}
 }
 
-// The api collects garbage less often than Go's default unless GOGC says
-// otherwise (then the runtime has applied GOGC itself); other roles keep
-// the runtime's.
+// The api and the worker collect garbage less often than Go's default
+// unless GOGC says otherwise (then the runtime has applied GOGC itself); the
+// other roles keep the runtime's.
 func TestAPIGCPercent(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -96,10 +96,12 @@ func TestAPIGCPercent(t *testing.T) {
 		env  map[string]string
 		want int
 	}{
-		{config.RoleAPI, map[string]string{"DEV_MODE": "true"}, config.DefaultAPIGCPercent},
+		{config.RoleAPI, map[string]string{"DEV_MODE": "true"}, config.DefaultGCPercent},
+		{config.RoleWorker, nil, config.DefaultGCPercent},
+		{config.RoleWorker, map[string]string{"GOGC": "200"}, 0},
 		{config.RoleAPI, map[string]string{"DEV_MODE": "true", "GOGC": "100"}, 0},
 		{config.RoleAPI, map[string]string{"DEV_MODE": "true", "GOGC": "off"}, 0},
-		{config.RoleWorker, nil, 0},
+		{config.RoleScheduler, nil, 0},
 	} {
 		c, err := config.Load(opsEnv(tc.env), tc.role)
 		if err != nil {
