@@ -173,8 +173,8 @@ func workflowInsert(nw NewWorkflow, first int) (string, []any) {
 	}
 	a := func(i int) string { return "$" + strconv.Itoa(first+i) }
 	ctes := `w AS (
-		     INSERT INTO workflows (id, name, steps_total, steps_open, request_id)
-		     VALUES (gen_random_uuid(), ` + a(1) + `, ` + a(2) + `, ` + a(2) + `, ` + a(3) + `)
+		     INSERT INTO workflows (name, steps_total, steps_open, request_id)
+		     VALUES (` + a(1) + `, ` + a(2) + `, ` + a(2) + `, ` + a(3) + `)
 		     RETURNING *
 		 ), s AS (
 		     INSERT INTO workflow_steps (workflow_id, step_id, position, task_type, payload, options, queue,
