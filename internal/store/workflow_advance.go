@@ -20,6 +20,12 @@ import (
 // every step (or edge) of the workflow and filtered on the step IDs, so
 // each batch of a group of 10,000 read 10,000 rows per statement.
 
+// workflowCols are the columns of Workflow (of workflows w), named rather than *, so that the
+// statements reading them can be prepared (Prepared.InTx): a prepared
+// SELECT * fails once a migration adds a column.
+const workflowCols = `w.id, w.name, w.state, w.steps_total, w.steps_open, w.steps_failed, w.request_id,
+	w.created_at, w.updated_at, w.finished_at`
+
 // StepKey names one step of one workflow.
 type StepKey struct {
 	WorkflowID string `db:"workflow_id"`
@@ -43,7 +49,7 @@ type StepEnd struct {
 func (r *Workflows) LockAll(ctx context.Context, ids []string) ([]Workflow, error) {
 	out := []Workflow{}
 	err := r.q.SelectContext(ctx, &out,
-		`SELECT * FROM workflows WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, pq.Array(ids))
+		`SELECT `+workflowCols+` FROM workflows w WHERE w.id = ANY($1::uuid[]) ORDER BY w.id FOR UPDATE`, pq.Array(ids))
 	return out, mapErr(err, "lock workflows")
 }
 
@@ -198,7 +204,7 @@ func (r *Workflows) SettleAll(ctx context.Context, ps []Progress) ([]Workflow, e
 		                     ELSE w.state END,
 		        finished_at = CASE WHEN w.state = 'running' AND w.steps_open - u.fin <= 0 THEN now() ELSE w.finished_at END
 		   FROM unnest($1::uuid[], $2::int[], $3::int[]) AS u(id, fin, failed)
-		  WHERE w.id = u.id RETURNING w.*`, pq.Array(ids), pq.Array(fin), pq.Array(failed))
+		  WHERE w.id = u.id RETURNING `+workflowCols, pq.Array(ids), pq.Array(fin), pq.Array(failed))
 	return out, mapErr(err, "settle workflows")
 }
 

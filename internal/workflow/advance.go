@@ -74,11 +74,15 @@ func Finish(ctx context.Context, tx *sqlx.Tx, ref tasks.StepRef, o tasks.StepOut
 // transitively, enqueues the children that became ready, and settles each
 // workflow once. A report of an unknown workflow changes nothing.
 func FinishBatch(ctx context.Context, tx *sqlx.Tx, reports []Report) (Batch, error) {
+	return finishBatch(ctx, store.NewWorkflows(tx), reports)
+}
+
+// finishBatch is FinishBatch over wfs, a repository in a transaction.
+func finishBatch(ctx context.Context, wfs *store.Workflows, reports []Report) (Batch, error) {
 	b := Batch{Advances: make([]Advance, len(reports))}
 	if len(reports) == 0 {
 		return b, nil
 	}
-	wfs := store.NewWorkflows(tx)
 	var ids []string
 	seen := map[string]bool{}
 	for _, r := range reports {
@@ -250,8 +254,13 @@ const startFlushEvery = 100 * time.Millisecond
 //
 // The Advancer also reads the state of the steps whose tasks start
 // (tasks.StepStateReader), coalescing concurrent reads into one query.
+//
+// Its statements are prepared once per connection (store.Prepared): they
+// are few, run over and over, and cost PostgreSQL more to parse and plan
+// than to run.
 type Advancer struct {
 	db       *sqlx.DB
+	prepared *store.Prepared
 	dispatch Dispatcher
 	metrics  *observe.WorkflowMetrics
 	log      *slog.Logger
@@ -275,8 +284,9 @@ type pending struct {
 // enqueues to the queue after each commit; metrics and dispatch may be nil
 // (then the outbox relay delivers them).
 func NewAdvancer(d *sqlx.DB, dispatch Dispatcher, metrics *observe.WorkflowMetrics, log *slog.Logger) *Advancer {
-	return &Advancer{db: d, dispatch: dispatch, metrics: metrics, log: log.With("component", "workflow"),
-		states: stateReads{db: d}, starts: map[store.StepKey]time.Time{}}
+	prepared := store.NewPrepared(d)
+	return &Advancer{db: d, prepared: prepared, dispatch: dispatch, metrics: metrics, log: log.With("component", "workflow"),
+		states: stateReads{db: d, q: prepared}, starts: map[store.StepKey]time.Time{}}
 }
 
 // StepState implements tasks.StepStateReader: the state of step ref and
@@ -352,7 +362,7 @@ func (a *Advancer) record(batch []*pending) error {
 	var b Batch
 	err := db.InTx(ctx, a.db, func(tx *sqlx.Tx) error {
 		var err error
-		b, err = FinishBatch(ctx, tx, reports)
+		b, err = finishBatch(ctx, store.NewWorkflows(a.prepared.InTx(tx)), reports)
 		return err
 	})
 	if err != nil {
@@ -426,7 +436,7 @@ func (a *Advancer) flushStarts() {
 		if _, err := tx.ExecContext(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
 			return err
 		}
-		return store.NewWorkflows(tx).RecordStarts(ctx, starts)
+		return store.NewWorkflows(a.prepared.InTx(tx)).RecordStarts(ctx, starts)
 	})
 	if err != nil {
 		a.log.Warn("workflow step start times not recorded", "steps", len(starts), "err", err)

@@ -22,6 +22,7 @@ import (
 // trips with lib/pq.
 type stateReads struct {
 	db *sqlx.DB
+	q  store.Querier // db's prepared statements
 
 	mu       sync.Mutex
 	queue    []*stateRead
@@ -93,7 +94,7 @@ func (s *stateReads) query(batch []*stateRead) {
 	for i, r := range batch {
 		keys[i] = r.key
 	}
-	states, err := store.NewWorkflows(s.db).StepStates(ctx, keys)
+	states, err := store.NewWorkflows(s.q).StepStates(ctx, keys)
 	for _, r := range batch {
 		st, ok := states[r.key]
 		switch {
