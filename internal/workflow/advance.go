@@ -328,7 +328,10 @@ func (a *Advancer) StepFinished(ctx context.Context, ref tasks.StepRef, o tasks.
 
 // flush records batches until no report is waiting.
 func (a *Advancer) flush() {
-	for {
+	for first := true; ; first = false {
+		if !first {
+			linger(&a.mu, func() int { return len(a.queue) })
+		}
 		a.mu.Lock()
 		batch := a.queue
 		if len(batch) > maxBatch {

@@ -67,7 +67,10 @@ func (s *stateReads) read(ctx context.Context, ref tasks.StepRef) (string, bool,
 
 // flush runs queries until no read is waiting.
 func (s *stateReads) flush() {
-	for {
+	for first := true; ; first = false {
+		if !first {
+			linger(&s.mu, func() int { return len(s.queue) })
+		}
 		s.mu.Lock()
 		batch := s.queue
 		if len(batch) > maxStateReads {
@@ -106,5 +109,23 @@ func (s *stateReads) query(batch []*stateRead) {
 			r.st = st
 		}
 		close(r.done)
+	}
+}
+
+// lingerFor is how long a batch that follows another waits for more work
+// when it would be small: under load, fewer and larger batches cost less
+// per item; an idle worker's first item never waits.
+const lingerFor = 500 * time.Microsecond
+
+// lingerBelow: a batch of this many items or more goes at once.
+const lingerBelow = 16
+
+// linger waits lingerFor if fewer than lingerBelow items are queued.
+func linger(mu *sync.Mutex, queued func() int) {
+	mu.Lock()
+	n := queued()
+	mu.Unlock()
+	if n > 0 && n < lingerBelow {
+		time.Sleep(lingerFor)
 	}
 }
