@@ -46,8 +46,14 @@ import (
 // Every step is a Lua script over asynq's own keys (active list, lease zset,
 // task hash, pending list, archive, daily stats), so the dashboard and the
 // inspector see an ordinary pending task; the scripts check the task is
-// still active and unchanged, so several reapers and asynq's recoverer
-// running at once move it once at most. The heartbeat keys share one hash
+// still active and unchanged, so several reapers running at once move it
+// once at most. asynq's recoverer checks less: it lists the tasks whose
+// lease expired asynqRecoverAge ago, then moves each one that is active
+// then, even if meanwhile a reaper moved it and a live worker took it
+// again (which would run it twice). So a reaper leaves a task whose lease
+// expired that long ago (less a margin) to asynq's recoverer, and takes
+// only those asynq cannot list yet: all of them when a live reaper finds
+// the worker dead within seconds, as it normally does. The heartbeat keys share one hash
 // tag, asynq's keys carry the queue's: every script stays in one slot of a
 // Redis Cluster.
 //
@@ -67,6 +73,12 @@ const (
 	// not extended its lease for this long. asynq extends every 5 s, so a
 	// live worker's leases are always younger.
 	leaseFence = 7 * time.Second
+	// asynqRecoverAge: asynq's recoverer takes a task once its lease has
+	// been expired this long (recoverer.go's cutoff); a reaper leaves it
+	// a task whose lease expired asynqRecoverAge - recoverMargin ago, the
+	// margin covering the skew between Redis's clock and asynq's.
+	asynqRecoverAge = 30 * time.Second
+	recoverMargin   = 5 * time.Second
 	// heldTTL bounds how long a crashed worker's bookkeeping stays in Redis
 	// if no worker is left to reap it.
 	heldTTL   = 24 * time.Hour
@@ -479,6 +491,13 @@ func (l *Liveness) reapWorker(ctx context.Context, worker, score string, silentF
 			if silentFor > asynqLease+l.opts.DeadAfter {
 				settled = append(settled, id)
 			}
+		case recoverForAsynq:
+			// No reaper saw the worker die until its lease had long
+			// expired: asynq's recoverer, which lists such tasks, takes
+			// it (moving it here too could run it twice).
+			settled = append(settled, id)
+			l.log.Info("task of dead worker left to asynq's recoverer", "task_id", id, "queue", queue,
+				"dead_worker", worker, "silent_for", silentFor.Round(time.Millisecond))
 		case recoverChanged:
 			// The task changed under us; the next scan looks again.
 		}
@@ -506,19 +525,22 @@ const (
 	recoverArchived                        // retries spent: archived
 	recoverLeaseLive                       // asynq extended its lease recently: left alone
 	recoverChanged                         // message changed between read and move: try again
+	recoverForAsynq                        // lease expired long ago: asynq's recoverer takes it
 )
 
 // recoverScript moves one active task of a dead worker back to pending (or
 // to the archive), as asynq's own Retry/Archive would, but only if the task
-// is still active, asynq has not extended its lease for leaseFence, and its
-// message is the one the caller edited.
+// is still active, asynq has not extended its lease for leaseFence, its
+// lease has not been expired so long that asynq's recoverer may list it
+// (asynqRecoverAge), and its message is the one the caller edited.
 //
 // KEYS[1] active, KEYS[2] lease, KEYS[3] pending, KEYS[4] archived,
 // KEYS[5] task hash, KEYS[6] processed:<day>, KEYS[7] failed:<day>,
 // KEYS[8] processed total, KEYS[9] failed total
 // ARGV[1] task ID, ARGV[2] message read, ARGV[3] new message, ARGV[4]
 // "pending" or "archived", ARGV[5] newest dead lease (s after now), ARGV[6]
-// pending_since (ns), ARGV[7] stats expiry (unix s), ARGV[8] max int64
+// pending_since (ns), ARGV[7] stats expiry (unix s), ARGV[8] max int64,
+// ARGV[9] oldest lease left to reapers (s before now)
 var recoverScript = redis.NewScript(`
 local lease = redis.call("ZSCORE", KEYS[2], ARGV[1])
 if not lease then
@@ -527,6 +549,9 @@ end
 local now = tonumber(redis.call("TIME")[1])
 if tonumber(lease) > now + tonumber(ARGV[5]) then
 	return 3
+end
+if tonumber(lease) < now - tonumber(ARGV[9]) then
+	return 5
 end
 if redis.call("HGET", KEYS[5], "msg") ~= ARGV[2] then
 	return 4
@@ -578,11 +603,13 @@ func (l *Liveness) recoverTask(ctx context.Context, queue, id, worker string, si
 	keys := []string{prefix + "active", prefix + "lease", prefix + "pending", prefix + "archived", prefix + "t:" + id,
 		prefix + "processed:" + day, prefix + "failed:" + day, prefix + "processed", prefix + "failed"}
 	n, err := recoverScript.Run(ctx, l.rdb, keys, id, msg, edited, state,
-		int((asynqLease - leaseFence).Seconds()), now.UnixNano(), now.Add(statsTTL).Unix(), int64(math.MaxInt64)).Int()
+		int((asynqLease - leaseFence).Seconds()), now.UnixNano(), now.Add(statsTTL).Unix(), int64(math.MaxInt64),
+		int((asynqRecoverAge - recoverMargin).Seconds())).Int()
 	if err != nil {
 		return 0, err
 	}
-	return map[int]recoverOutcome{0: recoverGone, 1: recoverMoved, 2: recoverArchived, 3: recoverLeaseLive, 4: recoverChanged}[n], nil
+	return map[int]recoverOutcome{0: recoverGone, 1: recoverMoved, 2: recoverArchived, 3: recoverLeaseLive,
+		4: recoverChanged, 5: recoverForAsynq}[n], nil
 }
 
 // Field numbers of asynq's TaskMessage (internal/proto/asynq.proto) that a

@@ -160,7 +160,9 @@ func TestReaperWaitsAfterRedisErrors(t *testing.T) {
 }
 
 // asynq's own recoverer and Conveyor's reaper race for a task whose lease
-// expired long ago: it is recovered once (retried 1) and runs once.
+// expired long ago: the reaper leaves it to asynq's recoverer (which could
+// otherwise move it again after the reaper had moved it and a worker had
+// taken it), so it is recovered once (retried 1) and runs once.
 func TestReaperAndAsynqRecovererRecoverOnce(t *testing.T) {
 	t.Parallel()
 	b := setupLiveness(t)
