@@ -4,7 +4,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"regexp"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -42,12 +41,10 @@ func handleWorkflowCreate(d *sqlx.DB, q *queue.Client, disp *queue.Dispatcher, m
 	}
 }
 
-var validWorkflowID = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-
 // workflowID reads the {id} path parameter; anything but a UUID is a 404.
 func workflowID(c echo.Context) (string, error) {
 	id := c.Param("id")
-	if !validWorkflowID.MatchString(id) {
+	if !store.IsUUID(id) {
 		return "", errNotFound("workflow")
 	}
 	return id, nil

@@ -124,7 +124,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // appendID adds id to batch if it can name an outbox row: one malformed ID
 // must not fail the claim of the whole batch.
 func appendID(batch []string, id string) []string {
-	if uuidID.MatchString(id) {
+	if store.IsUUID(id) {
 		return append(batch, id)
 	}
 	return batch

@@ -40,7 +40,7 @@ func (m *MissingTask) Is(target error) bool { return target == ErrNotFound }
 // when it has one (outbox may be nil: no database). It always returns a
 // *MissingTask.
 func (c *Client) Missing(ctx context.Context, outbox *store.Outbox, id string) error {
-	if outbox != nil && uuidID.MatchString(id) {
+	if outbox != nil && store.IsUUID(id) {
 		row, err := outbox.Get(ctx, id)
 		if err == nil {
 			return c.missingRow(row)

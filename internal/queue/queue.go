@@ -18,6 +18,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/conveyor-run/conveyor/internal/store"
 	"github.com/conveyor-run/conveyor/tasks"
 )
 
@@ -175,9 +176,6 @@ var validID = regexp.MustCompile(`^[A-Za-z0-9_.:\-]{1,200}$`)
 // (idem-…), workflow steps (wf:…) and anything internal (conveyor:…).
 var reservedPrefixes = []string{"schedule:", "idem-", "wf:", "workflow:", "conveyor:"}
 
-// uuidID matches the IDs of outbox rows (their UUID is the task ID).
-var uuidID = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-
 // ReservedTaskID reports whether id lies in one of Conveyor's own task ID
 // namespaces, which callers of POST /api/v1/tasks may not use: a chosen
 // schedule:<name>:<tick> would turn the real tick into a "duplicate", and a
@@ -190,7 +188,7 @@ func ReservedTaskID(id string) bool {
 			return true
 		}
 	}
-	return uuidID.MatchString(id)
+	return store.IsUUID(id)
 }
 
 // Enqueue validates r against the registry and enqueues it. Errors:

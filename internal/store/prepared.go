@@ -89,13 +89,19 @@ func (p *Prepared) run(ctx context.Context, query string, prepared func(*sqlx.St
 	if err := prepared(s); !stalePlan(err) {
 		return err
 	}
+	p.drop(query, s)
+	return direct()
+}
+
+// drop forgets query's statement s (its plan went stale), unless another
+// caller already replaced it.
+func (p *Prepared) drop(query string, s *sqlx.Stmt) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.stmts[query] == s {
 		delete(p.stmts, query)
 		_ = s.Close()
 	}
-	p.mu.Unlock()
-	return direct()
 }
 
 // stalePlan reports PostgreSQL's refusal to run a prepared statement whose

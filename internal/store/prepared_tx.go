@@ -33,12 +33,7 @@ func (q preparedTx) run(ctx context.Context, query string, prepared func(*sqlx.S
 	}
 	err = prepared(q.Tx.StmtxContext(ctx, s))
 	if stalePlan(err) {
-		q.p.mu.Lock()
-		if q.p.stmts[query] == s {
-			delete(q.p.stmts, query)
-			_ = s.Close()
-		}
-		q.p.mu.Unlock()
+		q.p.drop(query, s)
 	}
 	return err
 }

@@ -8,10 +8,19 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"regexp"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 )
+
+// uuidText is PostgreSQL's text form of a uuid (any case).
+var uuidText = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+// IsUUID reports whether s is a uuid as the IDs of workflows and outbox rows
+// are written: a string that is not cannot name one, and passed to a uuid
+// parameter it would fail the whole statement.
+func IsUUID(s string) bool { return uuidText.MatchString(s) }
 
 // Sentinel errors that callers branch on.
 var (

@@ -3,7 +3,6 @@ package workflow
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"sync"
 	"time"
 
@@ -39,14 +38,12 @@ type stateRead struct {
 // maxStateReads bounds the steps one query reads.
 const maxStateReads = 1000
 
-// uuidText is what a workflow ID looks like; a header naming anything else
-// is read on its own, so that it cannot fail the query of the others.
-var uuidText = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-
 // read returns the state of step ref and whether it has parents;
 // store.ErrNotFound if there is no such step.
 func (s *stateReads) read(ctx context.Context, ref tasks.StepRef) (string, bool, error) {
-	if !uuidText.MatchString(ref.WorkflowID) {
+	// A header naming anything but a uuid is read on its own, so that it
+	// cannot fail the query of the others.
+	if !store.IsUUID(ref.WorkflowID) {
 		return store.NewWorkflows(s.db).StepState(ctx, ref.WorkflowID, ref.StepID)
 	}
 	r := &stateRead{key: store.StepKey{WorkflowID: ref.WorkflowID, StepID: ref.StepID}, done: make(chan struct{})}
