@@ -79,9 +79,10 @@ func NewMux(r *Registry, d Deps, obs Observer) *Mux {
 		d.prepared = store.NewPrepared(d.DB)
 	}
 	m := &Mux{handlers: make(map[string]asynq.Handler, len(r.types)), log: d.Log, obs: obs,
-		steps: &stepHook{db: d.DB, reporter: d.Workflows, log: d.Log}}
+		steps: &stepHook{db: d.DB, reporter: d.Workflows, log: d.Log, declared: make(map[string]time.Duration, len(r.types))}}
 	for name, t := range r.types {
 		m.handlers[name] = t.handler(d)
+		m.steps.declared[name] = t.Opts.Retention
 	}
 	return m
 }
@@ -139,7 +140,9 @@ func (m *Mux) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if m.obs != nil {
 		m.obs.TaskFinished(t.Type(), queue, outcome, elapsed)
 	}
-	m.steps.end(ctx, step, outcome, err)
+	if rerr := m.steps.end(ctx, step, outcome, err); rerr != nil {
+		return rerr // a succeeded step's outcome not recorded: run it again
+	}
 	return err
 }
 

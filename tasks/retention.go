@@ -36,11 +36,14 @@ import (
 // which marks it with HeaderKeepResult.
 const NoRetention time.Duration = -1
 
-// StepRetention is the least a workflow step's task is kept: the workflow
-// reconciler reads a step's outcome (and result) back from Redis when the
-// worker that ran it died before recording it, and it looks at steps a
-// minute or more old.
-const StepRetention = time.Hour
+// A workflow step's task is kept like any task of its type: its outcome and
+// result live in PostgreSQL (workflow_steps), recorded before the task
+// completes (a task whose outcome could not be recorded runs again, see
+// ErrStepNotRecorded), and GET /api/v1/tasks/{id} answers from the step
+// once the task is gone. A worker that dies mid-task leaves the task active,
+// and asynq's recoverer runs it again. (Step tasks used to be kept at least
+// an hour with their result, so that the reconciler could read an outcome
+// back from Redis: a third of a chord step's worker CPU.)
 
 // HeaderKeepResult marks a task that is kept after completion although its
 // type declares NoRetention, so the worker writes its result.
@@ -66,34 +69,26 @@ func (t Type) Retention() time.Duration { return t.Opts.retention(DefaultRetenti
 
 // Retention is the one rule for how long a completed task stays in Redis:
 // its type's Opts.Retention (def for a type that declares none or is
-// unknown: TASK_RETENTION), and at least StepRetention for a workflow step.
-// Producers apply it (queue.Client); an explicit asynq.Retention option of
-// the caller (the scheduler's dedupe window, POST /api/v1/tasks
-// "retention") wins over it.
+// unknown: TASK_RETENTION), a workflow step's task included. Producers
+// apply it (queue.Client); an explicit asynq.Retention option of the caller
+// (the scheduler's dedupe window, POST /api/v1/tasks "retention") wins over
+// it. headers are the task's (none changes the answer today).
 func (r *Registry) Retention(taskType string, headers map[string]string, def time.Duration) time.Duration {
-	d := def
 	if t, ok := r.types[taskType]; ok {
-		d = t.Opts.retention(def)
+		return t.Opts.retention(def)
 	}
-	if _, step := headers[HeaderWorkflowStep]; step {
-		d = max(d, StepRetention)
-	}
-	return d
+	return def
 }
 
 // keepsResult reports whether the worker should write t's result to Redis:
 // not when nothing of t will be kept (its type declares NoRetention and no
 // producer asked to keep this one), which saves a Redis write per task. A
-// workflow step's result still reaches Postgres through the step hook,
-// which reads it from memory.
+// workflow step's result reaches PostgreSQL through the step hook, which
+// reads it from memory, whether or not it is written here.
 func keepsResult(declared time.Duration, t *asynq.Task) bool {
 	if declared >= 0 {
 		return true
 	}
-	h := t.Headers()
-	if _, step := h[HeaderWorkflowStep]; step {
-		return true
-	}
-	_, keep := h[HeaderKeepResult]
+	_, keep := t.Headers()[HeaderKeepResult]
 	return keep
 }

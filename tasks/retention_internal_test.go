@@ -20,7 +20,8 @@ func TestKeepsResult(t *testing.T) {
 		{"type declares nothing: the default keeps it", 0, nil, true},
 		{"type keeps nothing", NoRetention, nil, false},
 		{"type keeps nothing, the caller keeps this one", NoRetention, map[string]string{HeaderKeepResult: "1"}, true},
-		{"type keeps nothing, a workflow step", NoRetention, map[string]string{HeaderWorkflowStep: "wf:a"}, true},
+		// Its result goes to PostgreSQL through the step hook instead.
+		{"type keeps nothing, a workflow step", NoRetention, map[string]string{HeaderWorkflowStep: "wf:a"}, false},
 		{"type keeps nothing, other headers", NoRetention, map[string]string{HeaderRequestID: "r1"}, false},
 	} {
 		task := asynq.NewTaskWithHeaders("test:x", nil, tc.headers)
@@ -40,7 +41,7 @@ func TestRegistryRetention(t *testing.T) {
 		want    time.Duration
 	}{
 		{TypeSystemPing, nil, 0},
-		{TypeSystemPing, step, StepRetention},
+		{TypeSystemPing, step, 0}, // a step's task is kept as its type says: its outcome is in PostgreSQL
 		{TypeEmailWelcome, nil, 24 * time.Hour},
 		{TypeEmailOrderConfirmation, nil, 24 * time.Hour},
 		{TypeOrderProcess, nil, 24 * time.Hour},

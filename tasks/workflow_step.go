@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/jmoiron/sqlx"
 
+	"github.com/conveyor-run/conveyor/internal/limits"
 	"github.com/conveyor-run/conveyor/internal/store"
 )
 
@@ -44,6 +47,7 @@ type StepOutcome struct {
 	Error      string
 	StartedAt  time.Time // when the final attempt started; zero: unknown
 	FinishedAt time.Time
+	Retried    int // retries before the final attempt
 }
 
 // StepReporter records a step's outcome and advances its workflow
@@ -89,6 +93,10 @@ type stepHook struct {
 	db       *sqlx.DB
 	reporter StepReporter
 	log      *slog.Logger
+	// declared is each type's Opts.Retention: a step's result is written
+	// to Redis only when its task is kept there (keepsResult); it reaches
+	// PostgreSQL through the reporter either way.
+	declared map[string]time.Duration
 }
 
 // stepRun is a workflow step whose task is running.
@@ -137,7 +145,11 @@ func (h *stepHook) begin(ctx context.Context, t *asynq.Task) (_ context.Context,
 	if h.reporter != nil {
 		h.reporter.StepStarted(ref, started)
 	}
-	ctx = withState(ctx, resultWriter(t))
+	var w io.Writer // nil: the result stays in memory, for the reporter
+	if keepsResult(h.declared[t.Type()], t) {
+		w = resultWriter(t)
+	}
+	ctx = withState(ctx, w)
 	noParents := err == nil && !hasParents // known to have none: nothing to read
 	ctx = context.WithValue(ctx, parentsKey{}, func(ctx context.Context) ([]ParentResult, error) {
 		if noParents {
@@ -148,14 +160,36 @@ func (h *stepHook) begin(ctx context.Context, t *asynq.Task) (_ context.Context,
 	return ctx, &stepRun{ref: ref, started: started}, true
 }
 
-// end reports a step's final outcome; a retried or throttled attempt reports nothing. A
-// report that fails is left to the reconciler (internal/workflow), which
-// reads the outcome back from asynq.
-func (h *stepHook) end(ctx context.Context, step *stepRun, outcome string, err error) {
+// ErrStepNotRecorded is returned for a workflow step's task that
+// succeeded but whose outcome could not be recorded in PostgreSQL: the task
+// must not complete, since nothing of it may be kept in Redis for the
+// reconciler to read back (its type's retention: a system:ping step's task
+// is deleted as it completes), so asynq runs it again. It is no failure
+// (IsFailure): the retry spends none of the task's retries.
+var ErrStepNotRecorded = errors.New("workflow step outcome not recorded")
+
+// IsFailure is the worker's asynq IsFailure: a throttled attempt and a step
+// whose outcome could not be recorded spend no retry.
+func IsFailure(err error) bool {
+	return limits.IsFailure(err) && !errors.Is(err, ErrStepNotRecorded)
+}
+
+// end reports a step's final outcome; a retried or throttled attempt
+// reports nothing. It returns an error only for a succeeded step whose
+// outcome could not be recorded (ErrStepNotRecorded): the task runs again,
+// and a run after an outcome that did commit finds the step succeeded and
+// is dropped. On the task's last attempt asynq archives it on any error, so
+// there the report is tried again in the worker's slot until it is recorded
+// or the task's context ends (its deadline, or the worker's shutdown). A
+// failed step's report that fails is left to the reconciler
+// (internal/workflow), which finds the archived task in Redis.
+func (h *stepHook) end(ctx context.Context, step *stepRun, outcome string, err error) error {
 	if step == nil || h.reporter == nil || outcome == OutcomeRetried || outcome == OutcomeThrottled {
-		return
+		return nil
 	}
-	o := StepOutcome{Succeeded: outcome == OutcomeSucceeded, StartedAt: step.started, FinishedAt: time.Now()}
+	attempt := CurrentAttempt(ctx)
+	o := StepOutcome{Succeeded: outcome == OutcomeSucceeded, StartedAt: step.started, FinishedAt: time.Now(),
+		Retried: attempt.Retried}
 	if o.Succeeded {
 		if s, ok := ctx.Value(stateKey{}).(*taskState); ok {
 			s.mu.Lock()
@@ -165,10 +199,28 @@ func (h *stepHook) end(ctx context.Context, step *stepRun, outcome string, err e
 	} else if err != nil {
 		o.Error = err.Error()
 	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if rerr := h.reporter.StepFinished(rctx, step.ref, o); rerr != nil {
-		h.log.Error("workflow step outcome not recorded; the reconciler will", "workflow_id", step.ref.WorkflowID,
-			"step_id", step.ref.StepID, "err", rerr)
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		rerr := h.reporter.StepFinished(rctx, step.ref, o)
+		cancel()
+		switch {
+		case rerr == nil:
+			return nil
+		case !o.Succeeded:
+			h.log.Error("workflow step outcome not recorded; the reconciler will", "workflow_id", step.ref.WorkflowID,
+				"step_id", step.ref.StepID, "err", rerr)
+			return nil
+		case !attempt.Last():
+			h.log.Error("workflow step outcome not recorded; the task will run again", "workflow_id", step.ref.WorkflowID,
+				"step_id", step.ref.StepID, "err", rerr)
+			return fmt.Errorf("%w: %w", ErrStepNotRecorded, rerr)
+		}
+		h.log.Error("workflow step outcome not recorded on the task's last attempt; trying again",
+			"workflow_id", step.ref.WorkflowID, "step_id", step.ref.StepID, "retry_in", wait, "err", rerr)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", ErrStepNotRecorded, rerr)
+		case <-time.After(wait):
+		}
 	}
 }

@@ -24,7 +24,6 @@ import (
 	"github.com/conveyor-run/conveyor/internal/auth"
 	"github.com/conveyor-run/conveyor/internal/config"
 	"github.com/conveyor-run/conveyor/internal/db"
-	"github.com/conveyor-run/conveyor/internal/limits"
 	"github.com/conveyor-run/conveyor/internal/mail"
 	"github.com/conveyor-run/conveyor/internal/observe"
 	"github.com/conveyor-run/conveyor/internal/queue"
@@ -142,7 +141,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _, stderr 
 		Queues:         cfg.Queues,
 		StrictPriority: cfg.StrictPriority,
 		RetryDelayFunc: tasks.ThrottleAware(registry.RetryDelay(cfg.RetryBase, cfg.RetryMax, rand.Float64)),
-		IsFailure:      limits.IsFailure, // a throttled attempt spends no retry
+		IsFailure:      tasks.IsFailure, // a throttled attempt, or a step outcome not recorded, spends no retry
 		// Handlers get their own base context, not the signal one: on SIGTERM
 		// in-flight tasks keep running until ShutdownTimeout.
 		BaseContext:              context.Background,

@@ -97,13 +97,14 @@ const maxTaskWait = 60 * time.Second
 // (GET /api/v1/tasks/{id}). With ?wait=30s it long-polls: it answers as soon
 // as the task has finished (completed or archived), or with its current
 // state when the wait ends, like Celery's AsyncResult.get(timeout=30). A task
-// that is in no queue gets a 404 that says why, from its outbox row if it
-// has one (queue.Client.Missing): its record expired after its type's
-// retention, it is not enqueued yet, or it was never enqueued.
+// that is in no queue is answered from PostgreSQL (queue.Client.Gone): a
+// workflow step's task from its finished step, anything else with a 404 that
+// says why, from its outbox row if it has one: its record expired after its
+// type's retention, it is not enqueued yet, or it was never enqueued.
 func handleTaskGet(q *queue.Client, db *sqlx.DB) echo.HandlerFunc {
-	var outbox *store.Outbox
+	var d store.Querier // nil without a database
 	if db != nil {
-		outbox = store.NewOutbox(db)
+		d = db
 	}
 	return func(c echo.Context) error {
 		wait, err := parseWait(c.QueryParam("wait"))
@@ -118,7 +119,7 @@ func handleTaskGet(q *queue.Client, db *sqlx.DB) echo.HandlerFunc {
 			info, err = q.GetTask(ctx, id, qname)
 		}
 		if errors.Is(err, queue.ErrNotFound) {
-			return q.Missing(ctx, outbox, id)
+			info, err = q.Gone(ctx, d, id)
 		}
 		if err != nil {
 			return err

@@ -297,8 +297,8 @@ func (c *Client) EnqueueTask(ctx context.Context, t *asynq.Task, opts ...asynq.O
 
 // Retention is how long t stays in Redis once completed, as every producer
 // enqueues it: the rule of tasks.Registry.Retention (the type's own
-// retention, TASK_RETENTION for a type that declares none, at least
-// tasks.StepRetention for a workflow step). There is no global floor: a
+// retention, TASK_RETENTION for a type that declares none, a workflow
+// step's task included). There is no global floor: a
 // chosen task ID (outbox row, schedule tick) deduplicates only while its
 // task is kept, and the consumers do not depend on more (see
 // tasks/retention.go); the scheduler passes its own dedupe window.

@@ -24,8 +24,8 @@ func (undeclaredPayload) Validate() error  { return nil }
 
 // Every producer path gives a task its type's retention, with no global
 // floor: a ping keeps nothing, an email a day, cleanup a week, a type that
-// declares nothing TASK_RETENTION; a workflow step at least StepRetention;
-// a caller's own retention wins.
+// declares nothing TASK_RETENTION; a workflow step as its type (its outcome
+// is in PostgreSQL); a caller's own retention wins.
 func TestRetentionPerType(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -68,7 +68,7 @@ func TestRetentionPerType(t *testing.T) {
 		{"order a day", enqueue(tasks.OrderProcessPayload{OrderID: 1}, nil), 24 * time.Hour},
 		{"cleanup a week", enqueue(tasks.MaintenanceCleanupPayload{}, nil), 7 * 24 * time.Hour},
 		{"undeclared: TASK_RETENTION", enqueue(undeclaredPayload{}, nil), 72 * time.Hour},
-		{"workflow step of a ping", enqueue(tasks.SystemPingPayload{}, step), tasks.StepRetention},
+		{"workflow step of a ping", enqueue(tasks.SystemPingPayload{}, step), 0},
 		{"workflow step of cleanup", enqueue(tasks.MaintenanceCleanupPayload{}, step), 7 * 24 * time.Hour},
 		{"explicit option wins (scheduler)", enqueue(tasks.SystemPingPayload{}, nil, asynq.Retention(10*time.Minute)), 10 * time.Minute},
 		{"caller's retention (POST /api/v1/tasks)", viaAPI, 10 * time.Minute},

@@ -40,6 +40,7 @@ type StepEnd struct {
 	Error      string
 	StartedAt  time.Time // when the task started; zero: unknown
 	FinishedAt time.Time // when the task ended; zero: now()
+	Retried    int       // retries of its task before the attempt that ended it
 }
 
 // LockAll locks the rows of the workflows ids (those that exist) until the
@@ -54,7 +55,7 @@ func (r *Workflows) LockAll(ctx context.Context, ids []string) ([]Workflow, erro
 }
 
 // FinishSteps moves every step of ends that is still enqueued to its
-// state, with its result, error and times (started_at only if the start was
+// state, with its result, error, retries and times (started_at only if the start was
 // not recorded yet), and returns the steps it moved: a step that is not
 // enqueued any more (a duplicate or late report) is left alone and not
 // returned. ends must name each step at most once; the caller holds the
@@ -63,22 +64,23 @@ func (r *Workflows) FinishSteps(ctx context.Context, ends []StepEnd) ([]StepKey,
 	n := len(ends)
 	wfs, steps, states, results, errs, started, finished := make([]string, n), make([]string, n), make([]string, n),
 		make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	retried := make([]int64, n)
 	for i, e := range ends {
 		wfs[i], steps[i], states[i], results[i], errs[i] = e.WorkflowID, e.StepID, e.State, string(e.Result), e.Error
-		started[i], finished[i] = pgTime(e.StartedAt), pgTime(e.FinishedAt)
+		started[i], finished[i], retried[i] = pgTime(e.StartedAt), pgTime(e.FinishedAt), int64(e.Retried)
 	}
 	out := []StepKey{}
 	err := r.q.SelectContext(ctx, &out,
 		`UPDATE workflow_steps s
 		    SET state = u.state, result = NULLIF(u.result, '')::jsonb, error = u.error,
 		        started_at = COALESCE(s.started_at, NULLIF(u.started, '')::timestamptz),
-		        finished_at = COALESCE(NULLIF(u.finished, '')::timestamptz, now())
-		   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-		        AS u(wf, step, state, result, error, started, finished)
+		        finished_at = COALESCE(NULLIF(u.finished, '')::timestamptz, now()), retried = u.retried
+		   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[])
+		        AS u(wf, step, state, result, error, started, finished, retried)
 		  WHERE s.workflow_id = u.wf AND s.step_id = u.step AND s.state = 'enqueued'
 		 RETURNING s.workflow_id, s.step_id`,
 		pq.Array(wfs), pq.Array(steps), pq.Array(states), pq.Array(results), pq.Array(errs),
-		pq.Array(started), pq.Array(finished))
+		pq.Array(started), pq.Array(finished), pq.Array(retried))
 	return out, mapErr(err, "finish workflow steps")
 }
 

@@ -81,7 +81,11 @@ type WorkflowStep struct {
 	StartedAt      *time.Time      `db:"started_at"`
 	FinishedAt     *time.Time      `db:"finished_at"`
 	CheckedAt      *time.Time      `db:"checked_at"`
-	After          Strings         `db:"after"`
+	// Retried is how many times the step's task was retried before the
+	// attempt that ended it; nil when not recorded (cancelled, or finished
+	// before it was).
+	Retried *int    `db:"retried"`
+	After   Strings `db:"after"`
 }
 
 // NewWorkflowStep is one validated step to store.
@@ -305,7 +309,7 @@ func taskIDs(ts []CancelledTask) []string {
 
 const stepCols = `s.workflow_id, s.step_id, s.position, s.task_type, s.payload, s.options, s.queue,
 	s.if_parent_failed, s.state, s.parents_left, s.parent_failed, s.task_id, COALESCE(s.result, 'null') AS result, s.error,
-	s.enqueued_at, s.started_at, s.finished_at, s.checked_at`
+	s.enqueued_at, s.started_at, s.finished_at, s.checked_at, s.retried`
 
 // Steps returns every step of workflow id in the order they were given,
 // each with its parents.

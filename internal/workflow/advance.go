@@ -114,7 +114,7 @@ func finishBatch(ctx context.Context, wfs *store.Workflows, reports []Report) (B
 		}
 		o := r.Outcome
 		e := store.StepEnd{StepKey: k, State: store.StepSucceeded, Result: o.Result, Error: o.Error,
-			StartedAt: o.StartedAt, FinishedAt: o.FinishedAt}
+			StartedAt: o.StartedAt, FinishedAt: o.FinishedAt, Retried: o.Retried}
 		if !o.Succeeded {
 			e.State, e.Result = store.StepFailed, nil
 		}

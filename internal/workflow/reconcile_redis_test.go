@@ -14,11 +14,21 @@ import (
 	"github.com/conveyor-run/conveyor/tasks"
 )
 
+// keptPayload is a step type whose completed tasks are kept with their
+// result (as email:* and order:process are; a system:ping step's task is
+// not kept at all).
+type keptPayload struct {
+	Add int64 `json:"add"`
+}
+
+func (keptPayload) TypeName() string { return "test:kept" }
+func (keptPayload) Opts() tasks.Opts { return tasks.Opts{Queue: "default", Retention: time.Hour} }
+func (keptPayload) Validate() error  { return nil }
+
 // TestReconcilerReadsOutcomeFromAsynq: a step's task runs to completion on a
-// real asynq server whose worker never records the outcome (as when a worker
-// dies between the task's success and the advancement). The reconciler reads
-// the completed task and its result back from Redis and advances the
-// workflow.
+// real asynq server whose worker never records the outcome (a worker without
+// a reporter). The reconciler reads the completed task and its result back
+// from Redis and advances the workflow.
 func TestReconcilerReadsOutcomeFromAsynq(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -26,14 +36,22 @@ func TestReconcilerReadsOutcomeFromAsynq(t *testing.T) {
 	log := testenv.Logger(t)
 	redisURL, _ := testenv.Redis(t)
 	queues := map[string]int{"default": 1}
-	q, err := queue.NewClient(redisURL, tasks.All(), queues)
+	reg := tasks.NewRegistry(append(tasks.All().Types(), tasks.Define(func(tasks.Deps) tasks.Handler[keptPayload] {
+		return func(ctx context.Context, p keptPayload) error {
+			return tasks.SetResult(ctx, map[string]any{"pong": true, "value": p.Add})
+		}
+	}))...)
+	q, err := queue.NewClient(redisURL, reg, queues)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { q.Close() })
 
-	v := b.start(workflow.Chain(workflow.Task("a", tasks.SystemPingPayload{Add: 4}),
-		workflow.Task("b", tasks.SystemPingPayload{})).Spec())
+	v, err := workflow.Start(ctx, b.db, reg, workflow.Chain(workflow.Task("a", keptPayload{Add: 4}),
+		workflow.Task("b", tasks.SystemPingPayload{})).Spec(), workflow.StartOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, _, err := queue.NewRelay(b.db, q, log, queue.RelayOptions{}).RelayOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +61,7 @@ func TestReconcilerReadsOutcomeFromAsynq(t *testing.T) {
 	}
 	srv := asynq.NewServer(opt, asynq.Config{Concurrency: 1, Queues: queues, LogLevel: asynq.WarnLevel})
 	// No DB and no reporter: the step's outcome is lost.
-	if err := srv.Start(tasks.NewMux(tasks.All(), tasks.Deps{Log: log}, nil)); err != nil {
+	if err := srv.Start(tasks.NewMux(reg, tasks.Deps{Log: log}, nil)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
