@@ -53,11 +53,16 @@ func (o DispatcherOptions) withDefaults() DispatcherOptions {
 // full, the IDs are dropped and the relay sends those rows later. Anything
 // the dispatcher cannot do — a crash between commit and Dispatch, Redis
 // down, a row the relay holds — is the relay's, whose poll is the backstop.
+//
+// Its two statements (claim, mark sent) run prepared (store.Prepared): they
+// run for every batch and cost PostgreSQL more to parse and plan than to
+// run.
 type Dispatcher struct {
-	db     *sqlx.DB
-	sender *outboxSender
-	opts   DispatcherOptions
-	ids    chan string
+	db       *sqlx.DB
+	prepared *store.Prepared
+	sender   *outboxSender
+	opts     DispatcherOptions
+	ids      chan string
 }
 
 // NewDispatcher returns a dispatcher that claims rows through d and
@@ -68,7 +73,7 @@ func NewDispatcher(d *sqlx.DB, c *Client, log *slog.Logger, opts ...DispatcherOp
 		o = opts[0]
 	}
 	o = o.withDefaults()
-	return &Dispatcher{db: d, opts: o, ids: make(chan string, o.Buffer),
+	return &Dispatcher{db: d, prepared: store.NewPrepared(d), opts: o, ids: make(chan string, o.Buffer),
 		sender: &outboxSender{client: c, log: log.With("component", "outbox_dispatcher"), opts: o.Relay}}
 }
 
@@ -137,11 +142,12 @@ func (d *Dispatcher) send(ctx context.Context, ids []string) {
 	defer cancel()
 	var sent int
 	err := db.InTx(bctx, d.db, func(tx *sqlx.Tx) error {
-		rows, err := store.NewOutbox(tx).Claim(bctx, ids)
+		q := d.prepared.InTx(tx)
+		rows, err := store.NewOutbox(q).Claim(bctx, ids)
 		if err != nil {
 			return err
 		}
-		failed, err := d.sender.sendLocked(bctx, tx, rows)
+		failed, err := d.sender.sendLocked(bctx, tx, q, rows)
 		sent = len(rows) - failed
 		return err
 	})

@@ -312,3 +312,41 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	return 0
 }
+
+// The dispatcher's statements are prepared once per connection; a
+// migration that adds a column to the outbox during a rolling deploy must
+// not make its claim fail (a prepared SELECT * would: "cached plan must not
+// change result type"), or every batch would be left to the relay.
+func TestDispatcherKeepsSendingAfterOutboxGainsAColumn(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	redisURL, _ := testenv.Redis(t)
+	b := setupRelay(t, redisURL, queue.RelayOptions{})
+	// Two connections (a statement is prepared on one and, inside the
+	// transaction, on the transaction's): the second batch runs on a
+	// connection where the first prepared its statements.
+	b.db.SetMaxOpenConns(2)
+	disp := queue.NewDispatcher(b.db, b.client, testenv.Logger(t))
+	runDispatcher(t, disp)
+
+	first := addWelcome(t, b.db, 1)
+	disp.Dispatch(first)
+	waitSent(t, b.db, first)
+
+	if _, err := b.db.ExecContext(ctx, `ALTER TABLE outbox ADD COLUMN added_later text`); err != nil {
+		t.Fatal(err)
+	}
+	second := addWelcome(t, b.db, 2)
+	disp.Dispatch(second)
+	// Read by hand: store's own SELECT * does not know the new column.
+	var sent bool
+	var attempts int
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		err := b.db.QueryRowContext(ctx, `SELECT sent_at IS NOT NULL, attempts FROM outbox WHERE id = $1`, second).
+			Scan(&sent, &attempts)
+		return err == nil && sent
+	}, "outbox row %s was not dispatched after the outbox gained a column", second)
+	if attempts != 0 {
+		t.Fatalf("row after the migration was tried %d times; want sent by the dispatcher at once", attempts)
+	}
+}

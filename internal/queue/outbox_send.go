@@ -27,7 +27,8 @@ type outboxSender struct {
 
 // sendLocked enqueues rows, which tx has locked, with up to
 // batchParallelism enqueues in flight (asynq has no pipelined enqueue), then
-// records in tx what happened: every sent row in one statement, and each
+// records in tx, through q (tx itself or its prepared statements), what
+// happened: every sent row in one statement, and each
 // failure with its backoff, or dead after DeadAttempts when the row can
 // never become a task. It returns how many rows failed.
 //
@@ -41,7 +42,7 @@ type outboxSender struct {
 // their key in email_log, order:process moves an order only from pending.
 // What must survive a crash — the row itself, written by the producer's
 // durable commit — does.
-func (s *outboxSender) sendLocked(ctx context.Context, tx *sqlx.Tx, rows []store.OutboxEntry) (failed int, err error) {
+func (s *outboxSender) sendLocked(ctx context.Context, tx *sqlx.Tx, q store.Querier, rows []store.OutboxEntry) (failed int, err error) {
 	if len(rows) == 0 {
 		return 0, nil
 	}
@@ -59,7 +60,7 @@ func (s *outboxSender) sendLocked(ctx context.Context, tx *sqlx.Tx, rows []store
 	}
 	wg.Wait()
 
-	ob := store.NewOutbox(tx)
+	ob := store.NewOutbox(q)
 	sent := make([]string, 0, len(rows))
 	for i, row := range rows {
 		if errs[i] == nil {

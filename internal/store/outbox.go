@@ -29,6 +29,12 @@ type OutboxEntry struct {
 	DeadAt *time.Time `db:"dead_at" json:"dead_at"`
 }
 
+// outboxCols are the columns of OutboxEntry, named rather than *, so that
+// the dispatcher's claim can run prepared (a prepared SELECT * fails once a
+// migration adds a column).
+const outboxCols = `id, task_type, payload, request_id, options, attempts, last_error, next_attempt_at,
+	created_at, sent_at, dead_at`
+
 // Outbox is the outbox repository. Add belongs in the business write's
 // transaction; Claim (the dispatcher's) and Due (the relay's) in the
 // transaction that sends the rows and marks them.
@@ -89,7 +95,7 @@ const dueSQL = `SELECT * FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL A
 func (r *Outbox) Claim(ctx context.Context, ids []string) ([]OutboxEntry, error) {
 	out := []OutboxEntry{}
 	err := r.q.SelectContext(ctx, &out,
-		`SELECT * FROM outbox WHERE id = ANY($1::uuid[]) AND sent_at IS NULL AND dead_at IS NULL
+		`SELECT `+outboxCols+` FROM outbox WHERE id = ANY($1::uuid[]) AND sent_at IS NULL AND dead_at IS NULL
 		  FOR UPDATE SKIP LOCKED`, pq.Array(ids))
 	return out, mapErr(err, "claim outbox rows")
 }
