@@ -41,7 +41,7 @@ func sendOnce(ctx context.Context, d Deps, key, tmpl, to string, verified bool, 
 	if err != nil {
 		return Permanent(err)
 	}
-	emails := store.NewEmailLog(d.hot())
+	emails := d.emails()
 	entry := store.EmailEntry{DedupKey: key, Recipient: to, Template: tmpl, Subject: msg.Subject}
 	var claimed bool
 	var existing store.EmailEntry

@@ -34,7 +34,7 @@ func (p EmailOrderConfirmationPayload) Validate() error {
 
 func handleEmailOrderConfirmation(d Deps) Handler[EmailOrderConfirmationPayload] {
 	return func(ctx context.Context, p EmailOrderConfirmationPayload) error {
-		o, u, err := store.NewOrders(d.hot()).GetWithCustomer(ctx, p.OrderID)
+		o, u, err := d.orders().GetWithCustomer(ctx, p.OrderID)
 		if errors.Is(err, store.ErrNotFound) {
 			return Permanent(err)
 		}

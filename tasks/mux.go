@@ -36,6 +36,7 @@ type Deps struct {
 	Workflows StepReporter
 
 	prepared *store.Prepared // made by NewMux on DB: see Deps.hot
+	gathered *hotPath        // made by NewMux on prepared: see hot.go
 }
 
 // hot is the Querier for the statements every order runs (its processing
@@ -46,6 +47,23 @@ func (d Deps) hot() store.Querier {
 		return d.prepared
 	}
 	return d.DB
+}
+
+// orders is what the order tasks read and write through: their statements
+// gathered across concurrent tasks when the Deps came through NewMux.
+func (d Deps) orders() orderRows {
+	if d.gathered != nil {
+		return d.gathered
+	}
+	return store.NewOrders(d.hot())
+}
+
+// emails is orders for sendOnce's email_log statements.
+func (d Deps) emails() emailRows {
+	if d.gathered != nil {
+		return d.gathered
+	}
+	return store.NewEmailLog(d.hot())
 }
 
 // Outcomes of one task attempt, as reported to an Observer.
@@ -77,6 +95,9 @@ type Mux struct {
 func NewMux(r *Registry, d Deps, obs Observer) *Mux {
 	if d.DB != nil && d.prepared == nil {
 		d.prepared = store.NewPrepared(d.DB)
+	}
+	if d.prepared != nil && d.gathered == nil {
+		d.gathered = newHotPath(d.prepared)
 	}
 	m := &Mux{handlers: make(map[string]asynq.Handler, len(r.types)), log: d.Log, obs: obs,
 		steps: &stepHook{db: d.DB, reporter: d.Workflows, log: d.Log, declared: make(map[string]time.Duration, len(r.types))}}

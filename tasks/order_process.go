@@ -39,7 +39,7 @@ func (p OrderProcessPayload) Validate() error {
 
 func handleOrderProcess(d Deps) Handler[OrderProcessPayload] {
 	return func(ctx context.Context, p OrderProcessPayload) error {
-		orders := store.NewOrders(d.hot())
+		orders := d.orders()
 		err := processOrder(ctx, orders, p.OrderID, d.OrderProcessDelay)
 		// A cancelled context is not the order's fault: the worker is
 		// shutting down (asynq puts the task back) or an operator cancelled
@@ -60,7 +60,7 @@ func handleOrderProcess(d Deps) Handler[OrderProcessPayload] {
 // processOrder completes order id. With a fulfilment delay the order is
 // processing while it lasts; without one, it goes from pending to completed
 // in one write (read, check, then one durable commit instead of two).
-func processOrder(ctx context.Context, orders *store.Orders, id int64, delay time.Duration) error {
+func processOrder(ctx context.Context, orders orderRows, id int64, delay time.Duration) error {
 	var o store.Order
 	var err error
 	if delay > 0 {

@@ -1,0 +1,130 @@
+package batch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Calls that arrive while a batch runs go together in the next one, and
+// each caller gets its own output.
+func TestCallsDuringABatchGoTogether(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var sizes []int
+	c := New(100, 10*time.Second, func(_ context.Context, in []int) ([]string, error) {
+		mu.Lock()
+		first := len(sizes) == 0
+		sizes = append(sizes, len(in))
+		mu.Unlock()
+		if first {
+			<-release
+		}
+		out := make([]string, len(in))
+		for i, v := range in {
+			out[i] = fmt.Sprint(v * 10)
+		}
+		return out, nil
+	})
+	const n = 20
+	var wg sync.WaitGroup
+	got := make([]string, n+1)
+	errs := make([]error, n+1)
+	wg.Go(func() { got[0], errs[0] = c.Do(0) })
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(sizes) == 1 })
+	for i := 1; i <= n; i++ {
+		wg.Go(func() { got[i], errs[i] = c.Do(i) })
+	}
+	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return len(c.queue) == n })
+	close(release)
+	wg.Wait()
+	for i := range n + 1 {
+		if errs[i] != nil || got[i] != fmt.Sprint(i*10) {
+			t.Fatalf("call %d = %q, %v; want %d", i, got[i], errs[i], i*10)
+		}
+	}
+	if len(sizes) != 2 || sizes[0] != 1 || sizes[1] != n {
+		t.Fatalf("batch sizes %v; want [1 %d]: the first alone, the rest together", sizes, n)
+	}
+}
+
+// A batch that fails is run again call by call: only the bad call fails.
+func TestFailedBatchFailsOnlyTheBadCall(t *testing.T) {
+	t.Parallel()
+	bad := errors.New("bad item")
+	release := make(chan struct{})
+	var once sync.Once
+	c := New(100, 10*time.Second, func(_ context.Context, in []int) ([]int, error) {
+		once.Do(func() { <-release })
+		for _, v := range in {
+			if v < 0 {
+				return nil, bad
+			}
+		}
+		return in, nil
+	})
+	var wg sync.WaitGroup
+	wg.Go(func() { _, _ = c.Do(0) }) // holds the first batch
+	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.flushing && len(c.queue) == 0 })
+	in := []int{1, -1, 2, 3}
+	got := make([]int, len(in))
+	errs := make([]error, len(in))
+	for i, v := range in {
+		wg.Go(func() { got[i], errs[i] = c.Do(v) })
+	}
+	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return len(c.queue) == len(in) })
+	close(release)
+	wg.Wait()
+	for i, v := range in {
+		if v < 0 {
+			if !errors.Is(errs[i], bad) {
+				t.Fatalf("bad call: err = %v, want %v", errs[i], bad)
+			}
+			continue
+		}
+		if errs[i] != nil || got[i] != v {
+			t.Fatalf("call %d = %d, %v; want %d", i, got[i], errs[i], v)
+		}
+	}
+}
+
+// A batch never holds more than max calls.
+func TestBatchesHoldAtMostMax(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	largest := 0
+	c := New(3, 10*time.Second, func(_ context.Context, in []int) ([]int, error) {
+		mu.Lock()
+		largest = max(largest, len(in))
+		mu.Unlock()
+		return in, nil
+	})
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() {
+			if v, err := c.Do(i); err != nil || v != i {
+				t.Errorf("call %d = %d, %v", i, v, err)
+			}
+		})
+	}
+	wg.Wait()
+	if largest > 3 {
+		t.Fatalf("a batch held %d calls; max 3", largest)
+	}
+}
+
+// waitFor waits, with a deadline, until cond holds.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
