@@ -43,7 +43,12 @@ func TestReconcilerAdvancesStepsWhoseOutcomeWasLost(t *testing.T) {
 	if _, err := b.db.Exec(`UPDATE outbox SET sent_at = now() WHERE id <> $1`, task["unsent"]); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.db.Exec(`UPDATE workflow_steps SET enqueued_at = now() - interval '1 hour'`); err != nil {
+	// The workflow and its first steps an hour old, as they would be an hour
+	// after the workflow started (its steps are never enqueued before it is
+	// created); another workflow started just now, whose step is not due.
+	b.age(v.ID, "created_at")
+	young := b.start(workflow.Spec{Steps: []workflow.Step{ping("young")}})
+	if _, err := b.db.Exec(`UPDATE outbox SET sent_at = now() WHERE id = $1`, young.Steps[0].TaskID); err != nil {
 		t.Fatal(err)
 	}
 	q := fakeQueue{
@@ -88,13 +93,23 @@ func TestReconcilerAdvancesStepsWhoseOutcomeWasLost(t *testing.T) {
 	if n, err := store.NewWorkflows(b.db).CountStuck(ctx, time.Minute); err != nil || n != 0 {
 		t.Fatalf("CountStuck = %d, %v", n, err)
 	}
-	if _, err := b.db.Exec(`UPDATE workflows SET updated_at = now() - interval '1 hour';
-		UPDATE workflow_steps SET enqueued_at = now() - interval '1 hour'`); err != nil {
-		t.Fatal(err)
-	}
-	// No step started or was enqueued within the last hour: stuck.
+	b.age(v.ID, "updated_at")
+	// No step started or was enqueued within the last hour: stuck. The young
+	// workflow is not.
 	if n, err := store.NewWorkflows(b.db).CountStuck(ctx, time.Minute); err != nil || n != 1 {
 		t.Fatalf("CountStuck = %d, %v; want 1", n, err)
+	}
+	// A step that started (its task runs, for a long time) can still
+	// advance it: not stuck.
+	if _, err := b.db.Exec(`UPDATE workflow_steps SET started_at = now() - interval '1 hour'
+		WHERE workflow_id = $1 AND step_id = 'running'`, v.ID); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := store.NewWorkflows(b.db).CountStuck(ctx, time.Minute); err != nil || n != 0 {
+		t.Fatalf("CountStuck with a started step = %d, %v; want 0", n, err)
+	}
+	if got := b.states(young.ID); got != "running: young=enqueued" {
+		t.Errorf("young workflow: %s", got)
 	}
 }
 
@@ -115,5 +130,17 @@ func TestDeleteFinishedWorkflows(t *testing.T) {
 	var steps int
 	if err := b.db.Get(&steps, `SELECT count(*) FROM workflow_steps WHERE workflow_id = $1`, done.ID); err != nil || steps != 0 {
 		t.Fatalf("%d steps of the deleted workflow left (%v)", steps, err)
+	}
+}
+
+// age moves workflow wf's column (created_at or updated_at) and its steps'
+// enqueued_at an hour back.
+func (b *bundle) age(wf, column string) {
+	b.t.Helper()
+	if _, err := b.db.Exec(`UPDATE workflows SET `+column+` = now() - interval '1 hour' WHERE id = $1`, wf); err != nil {
+		b.t.Fatal(err)
+	}
+	if _, err := b.db.Exec(`UPDATE workflow_steps SET enqueued_at = now() - interval '1 hour' WHERE workflow_id = $1`, wf); err != nil {
+		b.t.Fatal(err)
 	}
 }
