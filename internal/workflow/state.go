@@ -111,11 +111,15 @@ func (s *stateReads) query(batch []*stateRead) {
 
 // lingerFor is how long a batch that follows another waits for more work
 // when it would be small: under load, fewer and larger batches cost less
-// per item; an idle worker's first item never waits.
-const lingerFor = 500 * time.Microsecond
+// per item; an idle worker's first item never waits, so a chain's steps
+// never do. Measured on the bench's chord of 10,000 (3 rounds each): from
+// 0.5 ms below 16 items to 1 ms below 64, outcomes per batch went from 14.8
+// to 18.4 and steps per state read from 5.2 to 7.6, PostgreSQL CPU per step
+// from 122 to 92 µs.
+const lingerFor = time.Millisecond
 
 // lingerBelow: a batch of this many items or more goes at once.
-const lingerBelow = 16
+const lingerBelow = 64
 
 // linger waits lingerFor if fewer than lingerBelow items are queued.
 func linger(mu *sync.Mutex, queued func() int) {
