@@ -23,6 +23,14 @@ func withTask(ctx context.Context, t *asynq.Task, keep bool) context.Context {
 	return withState(ctx, resultWriter(t))
 }
 
+// ResultKept reports whether a result set now would be kept: false for a
+// task of a type that keeps nothing once it completes (a fire-and-forget
+// system:ping), and outside a worker, so a handler may skip building one.
+func ResultKept(ctx context.Context) bool {
+	s, ok := ctx.Value(stateKey{}).(*taskState)
+	return ok && !s.discard
+}
+
 // resultWriter is t's ResultWriter, or nil outside a worker.
 func resultWriter(t *asynq.Task) io.Writer {
 	if rw := t.ResultWriter(); rw != nil {

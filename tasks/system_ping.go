@@ -60,6 +60,9 @@ func handleSystemPing(Deps) Handler[SystemPingPayload] {
 		if p.Fail != "" {
 			return errors.New(p.Fail)
 		}
+		if !ResultKept(ctx) {
+			return nil // a fire-and-forget ping: its result would not be kept
+		}
 		parents, err := ParentResults(ctx)
 		if err != nil {
 			return fmt.Errorf("read parent results: %w", err)

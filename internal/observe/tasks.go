@@ -17,8 +17,10 @@ type TaskMetrics struct {
 
 	// sets holds each (type, queue)'s series, looked up once: resolving
 	// five labelled series per task (hashing their labels each time) was a
-	// measurable share of a ping's CPU.
-	sets sync.Map // typeQueue → *taskSeries
+	// measurable share of a ping's CPU. A map under a read lock rather than
+	// a sync.Map, whose lookups box the key (an allocation per call).
+	mu   sync.RWMutex
+	sets map[typeQueue]*taskSeries
 }
 
 type typeQueue struct{ taskType, queue string }
@@ -37,16 +39,25 @@ type taskSeries struct {
 
 func (m *TaskMetrics) series(taskType, queue string) *taskSeries {
 	k := typeQueue{taskType, queue}
-	if s, ok := m.sets.Load(k); ok {
-		return s.(*taskSeries)
+	m.mu.RLock()
+	s, ok := m.sets[k]
+	m.mu.RUnlock()
+	if ok {
+		return s
 	}
-	s, _ := m.sets.LoadOrStore(k, &taskSeries{
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s, ok := m.sets[k]; ok {
+		return s
+	}
+	s = &taskSeries{
 		started:  m.started.WithLabelValues(taskType, queue),
 		inFlight: m.inFlight.WithLabelValues(taskType),
 		duration: m.duration.WithLabelValues(taskType),
 		finished: map[string]prometheus.Counter{},
-	})
-	return s.(*taskSeries)
+	}
+	m.sets[k] = s
+	return s
 }
 
 // finish counts one attempt's outcome (and a failure) in s.
@@ -72,6 +83,7 @@ func (m *TaskMetrics) finish(s *taskSeries, taskType, queue, outcome string) {
 // NewTaskMetrics registers the worker's task metrics on reg.
 func NewTaskMetrics(reg prometheus.Registerer) *TaskMetrics {
 	m := &TaskMetrics{
+		sets: map[typeQueue]*taskSeries{},
 		started: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "conveyor_tasks_started_total", Help: "Task attempts started.",
 		}, []string{"type", "queue"}),

@@ -676,11 +676,13 @@ func recoveredMessage(msg []byte, reason string, now time.Time) ([]byte, string,
 }
 
 // RedisClient opens a go-redis client for opt (what asynq would use), for
-// the worker's own scripts.
+// the worker's asynq server and its own scripts. Its connections skip
+// go-redis's check before each command (plainConn, conn.go).
 func RedisClient(opt asynq.RedisConnOpt) (redis.UniversalClient, error) {
 	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
 	if !ok {
 		return nil, fmt.Errorf("redis: unsupported connection type %T", opt)
 	}
+	rdb.AddHook(plainConns{})
 	return rdb, nil
 }

@@ -121,7 +121,7 @@ func TestEnqueueWithCancelledContextSendsNothing(t *testing.T) {
 	}
 }
 
-func mustRedisOpt(t *testing.T, url string) asynq.RedisConnOpt {
+func mustRedisOpt(t testing.TB, url string) asynq.RedisConnOpt {
 	t.Helper()
 	opt, err := asynq.ParseRedisURI(url)
 	if err != nil {

@@ -354,8 +354,10 @@ func (w *Wakeups) afterDequeue(ctx context.Context, next redis.ProcessHook, cmd 
 	}
 }
 
-// scriptKeys returns the keys of an EVALSHA or EVAL command.
-func scriptKeys(cmd redis.Cmder) ([]string, bool) {
+// scriptKeys returns the keys of an EVALSHA or EVAL command: a view of its
+// arguments (every command of the worker's server passes here, so nothing
+// is copied), each a string.
+func scriptKeys(cmd redis.Cmder) ([]any, bool) {
 	args := cmd.Args()
 	if len(args) < 3 {
 		return nil, false
@@ -369,18 +371,20 @@ func scriptKeys(cmd redis.Cmder) ([]string, bool) {
 	if !ok || n < 0 || len(args) < 3+n {
 		return nil, false
 	}
-	keys := make([]string, n)
-	for i := range n {
-		if keys[i], ok = args[3+i].(string); !ok {
+	keys := args[3 : 3+n]
+	for _, k := range keys {
+		if _, ok := k.(string); !ok {
 			return nil, false
 		}
 	}
 	return keys, true
 }
 
-// queueOf returns the queue name a key is hash-tagged with
-// ("asynq:{default}:pending" → "default"), if key ends with suffix.
-func queueOf(key, suffix string) (string, bool) {
+// queueOf returns the queue name a key (a string, as scriptKeys checked) is
+// hash-tagged with ("asynq:{default}:pending" → "default"), if key ends
+// with suffix.
+func queueOf(k any, suffix string) (string, bool) {
+	key, _ := k.(string)
 	if !strings.HasSuffix(key, suffix) {
 		return "", false
 	}
@@ -392,7 +396,7 @@ func queueOf(key, suffix string) (string, bool) {
 }
 
 // dequeueQueue recognises asynq's dequeue script by its keys.
-func dequeueQueue(keys []string) (string, bool) {
+func dequeueQueue(keys []any) (string, bool) {
 	if len(keys) != 4 {
 		return "", false
 	}
@@ -410,7 +414,7 @@ func dequeueQueue(keys []string) (string, bool) {
 
 // forwardQueue recognises asynq's forward script (scheduled or retry set →
 // pending list) by its keys.
-func forwardQueue(keys []string) (string, bool) {
+func forwardQueue(keys []any) (string, bool) {
 	if len(keys) != 2 {
 		return "", false
 	}
