@@ -102,26 +102,19 @@ func (r *Orders) CreateWithWorkflow(ctx context.Context, o NewOrder, nw NewWorkf
 	if err != nil {
 		return Order{}, nil, err
 	}
-	ctes, args := workflowInsert(nw, 5)
-	var row struct {
-		Order
-		Steps json.RawMessage `db:"created_steps"`
-	}
+	ctes, args, steps := workflowInsert(nw, 5)
+	var row Order
 	err = r.q.GetContext(ctx, &row,
 		`WITH `+ctes+`, o AS (
 		     INSERT INTO orders (id, user_id, status, total_cents, currency, items, workflow_id)
 		     SELECT $1, $2, 'pending', $3, $4, $5, w.id FROM w RETURNING `+orderCols+`
 		 )
-		 SELECT o.*, `+createdStepsCol+` FROM o`,
+		 SELECT * FROM o`,
 		append([]any{o.ID, o.UserID, total, o.Currency, raw}, args...)...)
 	if err != nil {
 		return Order{}, nil, mapErr(err, "create order")
 	}
-	steps, err := createdSteps(nw, row.Steps)
-	if err != nil {
-		return Order{}, nil, fmt.Errorf("create order %d: %w", o.ID, err)
-	}
-	return row.Order, steps, nil
+	return row, steps, nil
 }
 
 // orderTotal returns the total of items and their JSON.

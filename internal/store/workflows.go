@@ -131,20 +131,13 @@ func NewWorkflows(q Querier) *Workflows { return &Workflows{q: q} }
 // own, so q need not be a transaction. It returns the workflow and its
 // steps in the order given.
 func (r *Workflows) Create(ctx context.Context, nw NewWorkflow) (Workflow, []CreatedStep, error) {
-	ctes, args := workflowInsert(nw, 0)
-	var row struct {
-		Workflow
-		Steps json.RawMessage `db:"created_steps"`
-	}
-	err := r.q.GetContext(ctx, &row, `WITH `+ctes+` SELECT w.*, `+createdStepsCol+` FROM w`, args...)
+	ctes, args, steps := workflowInsert(nw, 0)
+	var w Workflow
+	err := r.q.GetContext(ctx, &w, `WITH `+ctes+` SELECT w.* FROM w`, args...)
 	if err != nil {
 		return Workflow{}, nil, mapErr(err, "create workflow")
 	}
-	steps, err := createdSteps(nw, row.Steps)
-	if err != nil {
-		return Workflow{}, nil, fmt.Errorf("create workflow: %w", err)
-	}
-	return row.Workflow, steps, nil
+	return w, steps, nil
 }
 
 // workflowInsert returns the common table expressions that insert nw
@@ -152,14 +145,20 @@ func (r *Workflows) Create(ctx context.Context, nw NewWorkflow) (Workflow, []Cre
 // its steps without parents) and their arguments, numbered from $(first+1)
 // so that a caller can put its own before them (Orders.CreateWithWorkflow).
 //
+// The workflow's and the steps' task IDs are chosen here (newID), so the
+// caller knows them without reading them back; it returns the steps as
+// stored, in nw's order.
+//
 // One round trip instead of five: the foreign keys of steps and edges are
 // checked at the end of the statement, when the workflow row exists, and a
 // step without parents is inserted already enqueued, with its outbox row
 // built from what the step insert returns (stepTaskOptions: the step's
 // options and the HeaderWorkflowStep header, so the worker knows which step
 // it runs).
-func workflowInsert(nw NewWorkflow, first int) (string, []any) {
+func workflowInsert(nw NewWorkflow, first int) (string, []any, []CreatedStep) {
 	n := len(nw.Steps)
+	steps := make([]CreatedStep, n)
+	taskIDs := make([]string, n)
 	ids, types, payloads, options, queues, modes := make([]string, n), make([]string, n), make([]string, n),
 		make([]string, n), make([]string, n), make([]string, n)
 	positions, parents := make([]int64, n), make([]int64, n)
@@ -171,23 +170,28 @@ func workflowInsert(nw NewWorkflow, first int) (string, []any) {
 			options[i] = string(s.Options)
 		}
 		positions[i], parents[i] = int64(i), int64(len(s.After))
+		taskIDs[i] = newID()
+		steps[i] = CreatedStep{StepID: s.StepID, TaskID: taskIDs[i], State: StepWaiting}
+		if len(s.After) == 0 {
+			steps[i].State = StepEnqueued
+		}
 		for _, p := range s.After {
 			edgeParents, edgeChildren = append(edgeParents, p), append(edgeChildren, s.StepID)
 		}
 	}
 	a := func(i int) string { return "$" + strconv.Itoa(first+i) }
 	ctes := `w AS (
-		     INSERT INTO workflows (name, steps_total, steps_open, request_id)
-		     VALUES (` + a(1) + `, ` + a(2) + `, ` + a(2) + `, ` + a(3) + `)
+		     INSERT INTO workflows (id, name, steps_total, steps_open, request_id)
+		     VALUES (` + a(14) + `::uuid, ` + a(1) + `, ` + a(2) + `, ` + a(2) + `, ` + a(3) + `)
 		     RETURNING *
 		 ), s AS (
-		     INSERT INTO workflow_steps (workflow_id, step_id, position, task_type, payload, options, queue,
+		     INSERT INTO workflow_steps (workflow_id, task_id, step_id, position, task_type, payload, options, queue,
 		                                 if_parent_failed, parents_left, parents, state, enqueued_at)
-		     SELECT w.id, s.id, s.pos, s.typ, s.payload::jsonb, s.opts::jsonb, s.queue, s.mode, s.parents, s.parents,
+		     SELECT w.id, s.task, s.id, s.pos, s.typ, s.payload::jsonb, s.opts::jsonb, s.queue, s.mode, s.parents, s.parents,
 		            CASE WHEN s.parents = 0 THEN 'enqueued' ELSE 'waiting' END,
 		            CASE WHEN s.parents = 0 THEN now() END
-		       FROM w, unnest(` + a(4) + `::text[], ` + a(5) + `::int[], ` + a(6) + `::text[], ` + a(7) + `::text[], ` + a(8) + `::text[], ` + a(9) + `::text[], ` + a(10) + `::text[], ` + a(11) + `::int[])
-		            AS s(id, pos, typ, payload, opts, queue, mode, parents)
+		       FROM w, unnest(` + a(4) + `::text[], ` + a(5) + `::int[], ` + a(6) + `::text[], ` + a(7) + `::text[], ` + a(8) + `::text[], ` + a(9) + `::text[], ` + a(10) + `::text[], ` + a(11) + `::int[], ` + a(15) + `::uuid[])
+		            AS s(id, pos, typ, payload, opts, queue, mode, parents, task)
 		     RETURNING workflow_id, step_id, task_id, task_type, payload, options, state
 		 ), e AS (
 		     INSERT INTO workflow_edges (workflow_id, parent, child)
@@ -199,33 +203,8 @@ func workflowInsert(nw NewWorkflow, first int) (string, []any) {
 		 )`
 	return ctes, []any{nw.Name, n, nw.RequestID,
 		pq.Array(ids), pq.Array(positions), pq.Array(types), pq.Array(payloads), pq.Array(options),
-		pq.Array(queues), pq.Array(modes), pq.Array(parents), pq.Array(edgeParents), pq.Array(edgeChildren)}
-}
-
-// createdStepsCol is the column, after workflowInsert's CTEs, that lists
-// the inserted steps for createdSteps.
-const createdStepsCol = `COALESCE((SELECT json_agg(json_build_object('step_id', s.step_id, 'task_id', s.task_id,
-	'state', s.state)) FROM s), '[]') AS created_steps`
-
-// createdSteps decodes createdStepsCol into nw's step order.
-func createdSteps(nw NewWorkflow, raw json.RawMessage) ([]CreatedStep, error) {
-	var got []CreatedStep
-	if err := json.Unmarshal(raw, &got); err != nil {
-		return nil, fmt.Errorf("read its steps: %w", err)
-	}
-	byID := make(map[string]CreatedStep, len(got))
-	for _, c := range got {
-		byID[c.StepID] = c
-	}
-	out := make([]CreatedStep, len(nw.Steps))
-	for i, s := range nw.Steps {
-		c, ok := byID[s.StepID]
-		if !ok {
-			return nil, fmt.Errorf("step %s was not stored", s.StepID)
-		}
-		out[i] = c
-	}
-	return out, nil
+		pq.Array(queues), pq.Array(modes), pq.Array(parents), pq.Array(edgeParents), pq.Array(edgeChildren),
+		newID(), pq.Array(taskIDs)}, steps
 }
 
 // HeaderWorkflowStep is the task header that names a step's workflow and
