@@ -7,7 +7,8 @@
 // process waits no longer than with a statement of its own. Calls that
 // arrive while a batch is running wait for it to end and then go together.
 // Each caller gets its own result once its batch has run; a batch that fails
-// is retried item by item, so one bad item fails only its own call.
+// is retried item by item, so one bad item fails only its own call (or, with
+// FailTogether, fails all its calls).
 package batch
 
 import (
@@ -27,6 +28,7 @@ type Coalescer[In, Out any] struct {
 	run     Func[In, Out]
 	max     int
 	timeout time.Duration
+	opts    options
 
 	mu       sync.Mutex
 	queue    []*call[In, Out]
@@ -40,10 +42,41 @@ type call[In, Out any] struct {
 	done chan struct{}
 }
 
+// Option configures a Coalescer (New).
+type Option func(*options)
+
+type options struct {
+	linger       time.Duration
+	lingerBelow  int
+	failTogether bool
+}
+
+// Linger makes a batch that follows another wait d for more calls while
+// fewer than below are queued. Under load, fewer and larger batches cost
+// less per call; the first call after a pause never waits. The default is
+// 500 µs below 16 calls.
+func Linger(d time.Duration, below int) Option {
+	return func(o *options) { o.linger, o.lingerBelow = d, below }
+}
+
+// FailTogether makes a batch that fails fail all its calls with its error,
+// instead of running each call again alone: for a Func in which one call
+// cannot fail the others (a read by keys, a transaction that already
+// isolates its items), where running them one by one would only repeat the
+// failure.
+func FailTogether() Option {
+	return func(o *options) { o.failTogether = true }
+}
+
 // New returns a Coalescer running batches of at most max calls through
 // run, each with a context that ends after timeout.
-func New[In, Out any](max int, timeout time.Duration, run Func[In, Out]) *Coalescer[In, Out] {
-	return &Coalescer[In, Out]{run: run, max: max, timeout: timeout}
+func New[In, Out any](max int, timeout time.Duration, run Func[In, Out], opts ...Option) *Coalescer[In, Out] {
+	c := &Coalescer[In, Out]{run: run, max: max, timeout: timeout,
+		opts: options{linger: 500 * time.Microsecond, lingerBelow: 16}}
+	for _, o := range opts {
+		o(&c.opts)
+	}
+	return c
 }
 
 // Do adds in to the next batch and returns its output once that batch has
@@ -51,6 +84,28 @@ func New[In, Out any](max int, timeout time.Duration, run Func[In, Out]) *Coales
 // commit, and the caller would not know. The wait is bounded by the
 // Coalescer's timeout (and the batches queued before it).
 func (c *Coalescer[In, Out]) Do(in In) (Out, error) {
+	k := c.add(in)
+	<-k.done
+	return k.out, k.err
+}
+
+// DoContext is Do, except that it returns ctx's error if ctx ends first:
+// the call still runs in its batch, and its output is dropped. Use it where
+// a caller that gave up can live with not knowing (a read; a write that is
+// safe to make again).
+func (c *Coalescer[In, Out]) DoContext(ctx context.Context, in In) (Out, error) {
+	k := c.add(in)
+	select {
+	case <-k.done:
+		return k.out, k.err
+	case <-ctx.Done():
+		var zero Out
+		return zero, ctx.Err()
+	}
+}
+
+// add queues a call for the next batch, starting a flush if none runs.
+func (c *Coalescer[In, Out]) add(in In) *call[In, Out] {
 	k := &call[In, Out]{in: in, done: make(chan struct{})}
 	c.mu.Lock()
 	c.queue = append(c.queue, k)
@@ -59,17 +114,8 @@ func (c *Coalescer[In, Out]) Do(in In) (Out, error) {
 		go c.flush()
 	}
 	c.mu.Unlock()
-	<-k.done
-	return k.out, k.err
+	return k
 }
-
-// lingerFor is how long a batch that follows another waits for more calls
-// when it would be small: under load, fewer and larger batches cost less
-// per call; the first call after a pause never waits.
-const lingerFor = 500 * time.Microsecond
-
-// lingerBelow: a batch of this many calls or more goes at once.
-const lingerBelow = 16
 
 // flush runs batches until no call is waiting.
 func (c *Coalescer[In, Out]) flush() {
@@ -77,8 +123,8 @@ func (c *Coalescer[In, Out]) flush() {
 		c.mu.Lock()
 		n := len(c.queue)
 		c.mu.Unlock()
-		if !first && n > 0 && n < lingerBelow {
-			time.Sleep(lingerFor)
+		if !first && n > 0 && n < c.opts.lingerBelow {
+			time.Sleep(c.opts.linger)
 		}
 		c.mu.Lock()
 		batch := c.queue
@@ -99,10 +145,11 @@ func (c *Coalescer[In, Out]) flush() {
 }
 
 // runBatch runs batch and answers its calls; if the batch fails as a whole
-// and has more than one call, each call runs again alone.
+// and has more than one call, each call runs again alone (unless
+// FailTogether).
 func (c *Coalescer[In, Out]) runBatch(batch []*call[In, Out]) {
 	outs, err := c.runOnce(batch)
-	if err != nil && len(batch) > 1 {
+	if err != nil && len(batch) > 1 && !c.opts.failTogether {
 		for _, k := range batch {
 			c.runBatch([]*call[In, Out]{k})
 		}

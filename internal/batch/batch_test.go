@@ -117,6 +117,73 @@ func TestBatchesHoldAtMostMax(t *testing.T) {
 	}
 }
 
+// With FailTogether a failed batch fails all its calls with its error and
+// runs none of them again alone.
+func TestFailTogetherFailsEveryCallOfTheBatch(t *testing.T) {
+	t.Parallel()
+	bad := errors.New("database down")
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var sizes []int
+	c := New(100, 10*time.Second, func(_ context.Context, in []int) ([]int, error) {
+		mu.Lock()
+		first := len(sizes) == 0
+		sizes = append(sizes, len(in))
+		mu.Unlock()
+		if first {
+			<-release
+			return in, nil
+		}
+		return nil, bad
+	}, FailTogether())
+	var wg sync.WaitGroup
+	wg.Go(func() { _, _ = c.Do(0) }) // holds the first batch
+	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.flushing && len(c.queue) == 0 })
+	const n = 5
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { _, errs[i] = c.Do(i + 1) })
+	}
+	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return len(c.queue) == n })
+	close(release)
+	wg.Wait()
+	for i, err := range errs {
+		if !errors.Is(err, bad) {
+			t.Fatalf("call %d: err = %v, want %v", i, err, bad)
+		}
+	}
+	if len(sizes) != 2 || sizes[1] != n {
+		t.Fatalf("batch sizes %v; want [1 %d]: the failed batch is not run again call by call", sizes, n)
+	}
+}
+
+// DoContext returns when its caller gives up, while its batch still runs;
+// the Coalescer goes on serving later calls.
+func TestDoContextReturnsWhenTheCallerGivesUp(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var once sync.Once
+	c := New(100, 10*time.Second, func(_ context.Context, in []int) ([]int, error) {
+		once.Do(func() { <-release })
+		return in, nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.DoContext(ctx, 1)
+		done <- err
+	}()
+	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.flushing && len(c.queue) == 0 })
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("DoContext after its caller gave up: err = %v, want context.Canceled", err)
+	}
+	close(release)
+	if v, err := c.DoContext(context.Background(), 2); err != nil || v != 2 {
+		t.Fatalf("a later call = %d, %v; want 2", v, err)
+	}
+}
+
 // waitFor waits, with a deadline, until cond holds.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()

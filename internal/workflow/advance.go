@@ -9,6 +9,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/conveyor-run/conveyor/internal/batch"
 	"github.com/conveyor-run/conveyor/internal/db"
 	"github.com/conveyor-run/conveyor/internal/observe"
 	"github.com/conveyor-run/conveyor/internal/store"
@@ -264,20 +265,12 @@ type Advancer struct {
 	dispatch Dispatcher
 	metrics  *observe.WorkflowMetrics
 	log      *slog.Logger
-	states   stateReads
-
-	mu       sync.Mutex
-	queue    []*pending
-	flushing bool
+	states   *stateReads
+	outcomes *batch.Coalescer[Report, struct{}]
 
 	startMu    sync.Mutex
 	starts     map[store.StepKey]time.Time // steps started and not finished yet
 	startTimer bool                        // a flush of starts is due
-}
-
-type pending struct {
-	Report
-	done chan error
 }
 
 // NewAdvancer returns an Advancer over d. dispatch sends the steps it
@@ -285,8 +278,11 @@ type pending struct {
 // (then the outbox relay delivers them).
 func NewAdvancer(d *sqlx.DB, dispatch Dispatcher, metrics *observe.WorkflowMetrics, log *slog.Logger) *Advancer {
 	prepared := store.NewPrepared(d)
-	return &Advancer{db: d, prepared: prepared, dispatch: dispatch, metrics: metrics, log: log.With("component", "workflow"),
-		states: stateReads{db: d, q: prepared}, starts: map[store.StepKey]time.Time{}}
+	a := &Advancer{db: d, prepared: prepared, dispatch: dispatch, metrics: metrics, log: log.With("component", "workflow"),
+		states: newStateReads(d, prepared), starts: map[store.StepKey]time.Time{}}
+	// A batch is one transaction: it commits all its outcomes or none.
+	a.outcomes = batch.New(maxBatch, 30*time.Second, a.record, batch.Linger(lingerFor, lingerBelow), batch.FailTogether())
+	return a
 }
 
 // StepState implements tasks.StepStateReader: the state of step ref and
@@ -310,58 +306,13 @@ func (a *Advancer) StepFinished(ctx context.Context, ref tasks.StepRef, o tasks.
 		}
 	}
 	a.startMu.Unlock()
-	p := &pending{Report: Report{Ref: ref, Outcome: o}, done: make(chan error, 1)}
-	a.mu.Lock()
-	a.queue = append(a.queue, p)
-	if !a.flushing {
-		a.flushing = true
-		go a.flush()
-	}
-	a.mu.Unlock()
-	select {
-	case err := <-p.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// flush records batches until no report is waiting.
-func (a *Advancer) flush() {
-	for first := true; ; first = false {
-		if !first {
-			linger(&a.mu, func() int { return len(a.queue) })
-		}
-		a.mu.Lock()
-		batch := a.queue
-		if len(batch) > maxBatch {
-			batch = batch[:maxBatch:maxBatch]
-			a.queue = append([]*pending(nil), a.queue[maxBatch:]...)
-		} else {
-			a.queue = nil
-		}
-		if len(batch) == 0 {
-			a.flushing = false
-			a.mu.Unlock()
-			return
-		}
-		a.mu.Unlock()
-		err := a.record(batch)
-		for _, p := range batch {
-			p.done <- err
-		}
-	}
+	_, err := a.outcomes.DoContext(ctx, Report{Ref: ref, Outcome: o})
+	return err
 }
 
 // record finishes one batch in its own transaction, then dispatches the
 // steps it enqueued.
-func (a *Advancer) record(batch []*pending) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	reports := make([]Report, len(batch))
-	for i, p := range batch {
-		reports[i] = p.Report
-	}
+func (a *Advancer) record(ctx context.Context, reports []Report) ([]struct{}, error) {
 	var b Batch
 	err := db.InTx(ctx, a.db, func(tx *sqlx.Tx) error {
 		var err error
@@ -369,7 +320,7 @@ func (a *Advancer) record(batch []*pending) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("record %d workflow step outcomes: %w", len(batch), err)
+		return nil, fmt.Errorf("record %d workflow step outcomes: %w", len(reports), err)
 	}
 	if a.dispatch != nil && len(b.TaskIDs) > 0 {
 		a.dispatch.Dispatch(b.TaskIDs...)
@@ -388,7 +339,7 @@ func (a *Advancer) record(batch []*pending) error {
 			a.log.Info("workflow finished", "workflow_id", r.Ref.WorkflowID, "state", adv.Workflow.State)
 		}
 	}
-	return nil
+	return make([]struct{}, len(reports)), nil
 }
 
 // StepStarted implements tasks.StepReporter: it notes that step ref's task
