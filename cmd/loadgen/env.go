@@ -78,7 +78,7 @@ func (p *Params) register(fs *flag.FlagSet) {
 	fs.DurationVar(&p.CompletionTimeout, "completion-timeout", 3*time.Minute, "orders: how long to wait for every order to be completed and mailed")
 	fs.IntVar(&p.ChainLength, "chain-length", 100, "workflow: system:ping steps of the chain")
 	fs.IntVar(&p.GroupSize, "group-size", 10000, "workflow: steps of the chord (group of N-1 pings + 1 callback), and plain pings to compare")
-	fs.StringVar(&p.ProfileDir, "profile", "", "enqueue, worker, orders, workflow: directory for a CPU profile of the api per HTTP run, of the worker per drain, of both per orders run, of the worker per chord (from their /debug/pprof/ side ports)")
+	fs.StringVar(&p.ProfileDir, "profile", "", "enqueue, worker, orders, workflow: directory for a CPU profile of the api per HTTP run, of the worker per drain, of both per orders run and per chord (from their /debug/pprof/ side ports)")
 	fs.DurationVar(&p.ProfileSpan, "profile-span", 3*time.Second, "worker, workflow: with -profile, how long the worker is profiled from its first dequeue (keep it within the drain)")
 	fs.StringVar(&p.APIEnv, "api-env", "", "extra environment for every api started, KEY=value[,KEY=value…] (after the scenario's own, so it wins): to try a setting such as GOGC=400")
 	fs.StringVar(&p.WorkerEnv, "worker-env", "", "extra environment for every worker started, KEY=value[,KEY=value…] (after the scenario's own, so it wins)")

@@ -285,7 +285,8 @@ func chordRun(ctx context.Context, env *Env) (Metrics, error) {
 	t0 := time.Now() // the clock starts at the commit, as the plain drain's starts after its fill
 	m := env.meter(ctx, api, worker)
 	pg0, self0 := env.pgCPU(), procCPU(os.Getpid())
-	profiled := env.profile(ctx, worker, "chord-worker", env.P.ProfileSpan)
+	profiled := []func() error{env.profile(ctx, worker, "chord-worker", env.P.ProfileSpan),
+		env.profile(ctx, api, "chord-api", env.P.ProfileSpan)}
 	state, err := waitWorkflow(ctx, env, id, 10*time.Minute)
 	if err != nil {
 		return nil, err
@@ -293,8 +294,10 @@ func chordRun(ctx context.Context, env *Env) (Metrics, error) {
 	wall := time.Since(t0)
 	pcpu, rcpu, _ := m.read(ctx)
 	pgcpu, selfcpu := env.pgCPU()-pg0, procCPU(os.Getpid())-self0
-	if err := profiled(); err != nil {
-		return nil, err
+	for _, wait := range profiled {
+		if err := wait(); err != nil {
+			return nil, err
+		}
 	}
 	if state != "succeeded" {
 		return nil, fmt.Errorf("chord workflow %s ended %s (see %s log)", id, state, worker.Name)
