@@ -13,17 +13,9 @@ import (
 // each caller gets its own output.
 func TestCallsDuringABatchGoTogether(t *testing.T) {
 	t.Parallel()
-	release := make(chan struct{})
-	var mu sync.Mutex
-	var sizes []int
+	g := newGate()
 	c := New(100, 10*time.Second, func(_ context.Context, in []int) ([]string, error) {
-		mu.Lock()
-		first := len(sizes) == 0
-		sizes = append(sizes, len(in))
-		mu.Unlock()
-		if first {
-			<-release
-		}
+		g.enter(len(in))
 		out := make([]string, len(in))
 		for i, v := range in {
 			out[i] = fmt.Sprint(v * 10)
@@ -35,19 +27,19 @@ func TestCallsDuringABatchGoTogether(t *testing.T) {
 	got := make([]string, n+1)
 	errs := make([]error, n+1)
 	wg.Go(func() { got[0], errs[0] = c.Do(0) })
-	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(sizes) == 1 })
+	waitFor(t, func() bool { return len(g.batchSizes()) == 1 })
 	for i := 1; i <= n; i++ {
 		wg.Go(func() { got[i], errs[i] = c.Do(i) })
 	}
 	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return len(c.queue) == n })
-	close(release)
+	close(g.release)
 	wg.Wait()
 	for i := range n + 1 {
 		if errs[i] != nil || got[i] != fmt.Sprint(i*10) {
 			t.Fatalf("call %d = %q, %v; want %d", i, got[i], errs[i], i*10)
 		}
 	}
-	if len(sizes) != 2 || sizes[0] != 1 || sizes[1] != n {
+	if sizes := g.batchSizes(); len(sizes) != 2 || sizes[0] != 1 || sizes[1] != n {
 		t.Fatalf("batch sizes %v; want [1 %d]: the first alone, the rest together", sizes, n)
 	}
 }
@@ -122,16 +114,9 @@ func TestBatchesHoldAtMostMax(t *testing.T) {
 func TestFailTogetherFailsEveryCallOfTheBatch(t *testing.T) {
 	t.Parallel()
 	bad := errors.New("database down")
-	release := make(chan struct{})
-	var mu sync.Mutex
-	var sizes []int
+	g := newGate()
 	c := New(100, 10*time.Second, func(_ context.Context, in []int) ([]int, error) {
-		mu.Lock()
-		first := len(sizes) == 0
-		sizes = append(sizes, len(in))
-		mu.Unlock()
-		if first {
-			<-release
+		if g.enter(len(in)) {
 			return in, nil
 		}
 		return nil, bad
@@ -145,14 +130,14 @@ func TestFailTogetherFailsEveryCallOfTheBatch(t *testing.T) {
 		wg.Go(func() { _, errs[i] = c.Do(i + 1) })
 	}
 	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return len(c.queue) == n })
-	close(release)
+	close(g.release)
 	wg.Wait()
 	for i, err := range errs {
 		if !errors.Is(err, bad) {
 			t.Fatalf("call %d: err = %v, want %v", i, err, bad)
 		}
 	}
-	if len(sizes) != 2 || sizes[1] != n {
+	if sizes := g.batchSizes(); len(sizes) != 2 || sizes[1] != n {
 		t.Fatalf("batch sizes %v; want [1 %d]: the failed batch is not run again call by call", sizes, n)
 	}
 }
@@ -182,6 +167,36 @@ func TestDoContextReturnsWhenTheCallerGivesUp(t *testing.T) {
 	if v, err := c.DoContext(context.Background(), 2); err != nil || v != 2 {
 		t.Fatalf("a later call = %d, %v; want 2", v, err)
 	}
+}
+
+// gate records the size of every batch its Func runs and holds the first
+// batch until release is closed.
+type gate struct {
+	mu      sync.Mutex
+	sizes   []int
+	release chan struct{}
+}
+
+func newGate() *gate { return &gate{release: make(chan struct{})} }
+
+// enter records a batch of n calls; the first batch waits for release. It
+// reports whether this was the first batch.
+func (g *gate) enter(n int) (first bool) {
+	g.mu.Lock()
+	first = len(g.sizes) == 0
+	g.sizes = append(g.sizes, n)
+	g.mu.Unlock()
+	if first {
+		<-g.release
+	}
+	return first
+}
+
+// batchSizes returns the sizes of the batches so far.
+func (g *gate) batchSizes() []int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]int(nil), g.sizes...)
 }
 
 // waitFor waits, with a deadline, until cond holds.
