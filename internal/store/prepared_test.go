@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/conveyor-run/conveyor/internal/store"
 	"github.com/conveyor-run/conveyor/internal/testenv"
 )
@@ -12,12 +14,7 @@ import (
 func TestPreparedRunsStatementsAndSurvivesSchemaChange(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	d, _ := testenv.DB(t)
-	p := store.NewPrepared(d)
-	t.Cleanup(func() { _ = p.Close() })
-	if _, err := d.ExecContext(ctx, `CREATE TABLE things (id INT PRIMARY KEY, name TEXT NOT NULL)`); err != nil {
-		t.Fatal(err)
-	}
+	d, p := preparedThings(t)
 	for i := range 3 {
 		if _, err := p.ExecContext(ctx, `INSERT INTO things (id, name) VALUES ($1, $2)`, i, fmt.Sprint("n", i)); err != nil {
 			t.Fatal(err)
@@ -61,12 +58,7 @@ func TestPreparedRunsStatementsAndSurvivesSchemaChange(t *testing.T) {
 func TestPreparedInTx(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	d, _ := testenv.DB(t)
-	p := store.NewPrepared(d)
-	t.Cleanup(func() { _ = p.Close() })
-	if _, err := d.ExecContext(ctx, `CREATE TABLE things (id INT PRIMARY KEY, name TEXT NOT NULL)`); err != nil {
-		t.Fatal(err)
-	}
+	d, p := preparedThings(t)
 	inTx := func(commit bool, f func(q store.Querier) error) error {
 		t.Helper()
 		tx, err := d.BeginTxx(ctx, nil)
@@ -127,4 +119,17 @@ func TestPreparedInTx(t *testing.T) {
 	if !fresh {
 		t.Fatal("the statement never ran again after the schema change")
 	}
+}
+
+// preparedThings returns a test database with an empty table things (id,
+// name) and a Prepared over it, closed when the test ends.
+func preparedThings(t *testing.T) (*sqlx.DB, *store.Prepared) {
+	t.Helper()
+	d, _ := testenv.DB(t)
+	p := store.NewPrepared(d)
+	t.Cleanup(func() { _ = p.Close() })
+	if _, err := d.ExecContext(context.Background(), `CREATE TABLE things (id INT PRIMARY KEY, name TEXT NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	return d, p
 }
