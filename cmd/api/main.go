@@ -161,7 +161,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	// Requests hand the outbox rows they wrote to the dispatcher once their
 	// transaction has committed; the relay's poll sends whatever it did not.
-	dispatcher := queue.NewDispatcher(database, q, log, queue.DispatcherOptions{Metrics: observe.NewDispatchMetrics(reg)})
+	// Orders hand over one outbox row per request: gather them when busy
+	// (queue.DispatcherOptions.Linger).
+	dispatcher := queue.NewDispatcher(database, q, log, queue.DispatcherOptions{Metrics: observe.NewDispatchMetrics(reg),
+		Linger: 2 * time.Millisecond, LingerBelow: 64, Busy: 5 * time.Millisecond})
 
 	handler := httpapi.NewServer(httpapi.Options{APIToken: cfg.APIToken, CORSAllowedOrigins: cfg.CORSAllowedOrigins, BodyLimit: cfg.BodyLimit, MonitorUsers: cfg.MonitorUsers,
 		TrustedProxies: cfg.TrustedProxies, TaskIDSecret: auth.DeriveKey(secret, "idempotency task id")},

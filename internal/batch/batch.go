@@ -33,6 +33,8 @@ type Coalescer[In, Out any] struct {
 	mu       sync.Mutex
 	queue    []*call[In, Out]
 	flushing bool
+	lastEnd  time.Time     // when the last batch ended (kept only with Busy)
+	full     chan struct{} // a lingering flush may stop waiting: lingerBelow calls are queued
 }
 
 type call[In, Out any] struct {
@@ -48,15 +50,28 @@ type Option func(*options)
 type options struct {
 	linger       time.Duration
 	lingerBelow  int
+	busy         time.Duration
 	failTogether bool
 }
 
-// Linger makes a batch that follows another wait d for more calls while
-// fewer than below are queued. Under load, fewer and larger batches cost
-// less per call; the first call after a pause never waits. The default is
-// 500 µs below 16 calls.
+// Linger makes a batch that follows another wait up to d for more calls
+// while fewer than below are queued. Under load, fewer and larger batches
+// cost less per call; the first call after a pause never waits (unless
+// Busy). The default is 500 µs below 16 calls.
 func Linger(d time.Duration, below int) Option {
 	return func(o *options) { o.linger, o.lingerBelow = d, below }
+}
+
+// Busy makes the first call after a short pause linger too: a call that
+// arrives less than within after the previous batch ended waits as a batch
+// that follows another does (Linger). At a steady moderate rate, calls
+// arrive one by one between batches and without it each would go alone,
+// as a statement and a commit of its own; after a longer pause the first
+// call still goes at once. Choose within near the linger: a call that
+// finds the Coalescer idle for longer than the linger would gather little
+// by waiting.
+func Busy(within time.Duration) Option {
+	return func(o *options) { o.busy = within }
 }
 
 // FailTogether makes a batch that fails fail all its calls with its error,
@@ -71,7 +86,7 @@ func FailTogether() Option {
 // New returns a Coalescer running batches of at most max calls through
 // run, each with a context that ends after timeout.
 func New[In, Out any](max int, timeout time.Duration, run Func[In, Out], opts ...Option) *Coalescer[In, Out] {
-	c := &Coalescer[In, Out]{run: run, max: max, timeout: timeout,
+	c := &Coalescer[In, Out]{run: run, max: max, timeout: timeout, full: make(chan struct{}, 1),
 		opts: options{linger: 500 * time.Microsecond, lingerBelow: 16}}
 	for _, o := range opts {
 		o(&c.opts)
@@ -109,6 +124,12 @@ func (c *Coalescer[In, Out]) add(in In) *call[In, Out] {
 	k := &call[In, Out]{in: in, done: make(chan struct{})}
 	c.mu.Lock()
 	c.queue = append(c.queue, k)
+	if len(c.queue) >= c.opts.lingerBelow {
+		select {
+		case c.full <- struct{}{}:
+		default:
+		}
+	}
 	if !c.flushing {
 		c.flushing = true
 		go c.flush()
@@ -122,9 +143,22 @@ func (c *Coalescer[In, Out]) flush() {
 	for first := true; ; first = false {
 		c.mu.Lock()
 		n := len(c.queue)
+		busy := c.opts.busy > 0 && time.Since(c.lastEnd) < c.opts.busy
+		linger := (!first || busy) && n > 0 && n < c.opts.lingerBelow
+		if linger {
+			select { // a signal from an earlier queue: stale
+			case <-c.full:
+			default:
+			}
+		}
 		c.mu.Unlock()
-		if !first && n > 0 && n < c.opts.lingerBelow {
-			time.Sleep(c.opts.linger)
+		if linger {
+			t := time.NewTimer(c.opts.linger)
+			select {
+			case <-t.C:
+			case <-c.full:
+				t.Stop()
+			}
 		}
 		c.mu.Lock()
 		batch := c.queue
@@ -141,6 +175,11 @@ func (c *Coalescer[In, Out]) flush() {
 		}
 		c.mu.Unlock()
 		c.runBatch(batch)
+		if c.opts.busy > 0 {
+			c.mu.Lock()
+			c.lastEnd = time.Now()
+			c.mu.Unlock()
+		}
 	}
 }
 

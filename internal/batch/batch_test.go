@@ -210,3 +210,72 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// With Busy, a call that comes soon after a batch waits for company (here
+// until a second call arrives: lingerBelow), while the first call ever, and
+// a call after a pause longer than the window, go at once. The linger is an
+// hour: a call that wrongly waited would hang the test.
+func TestBusyLingersOnlySoonAfterABatch(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var sizes []int
+	run := func(_ context.Context, in []int) ([]int, error) {
+		mu.Lock()
+		sizes = append(sizes, len(in))
+		mu.Unlock()
+		return in, nil
+	}
+	got := func() []int { mu.Lock(); defer mu.Unlock(); return append([]int(nil), sizes...) }
+
+	soon := New(100, 10*time.Second, run, Linger(time.Hour, 2), Busy(time.Hour))
+	if _, err := soon.Do(0); err != nil { // idle: at once
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { _, _ = soon.Do(1) }) // right after a batch: waits
+	waitFor(t, func() bool { soon.mu.Lock(); defer soon.mu.Unlock(); return len(soon.queue) == 1 })
+	if _, err := soon.Do(2); err != nil { // the second call ends the wait
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if s := got(); len(s) != 2 || s[0] != 1 || s[1] != 2 {
+		t.Fatalf("batch sizes %v; want [1 2]: the call soon after a batch waited for the next", s)
+	}
+
+	mu.Lock()
+	sizes = nil
+	mu.Unlock()
+	later := New(100, 10*time.Second, run, Linger(time.Hour, 100), Busy(time.Millisecond))
+	for i := range 2 {
+		if _, err := later.Do(i); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond) // longer than the window: idle again
+	}
+	if s := got(); len(s) != 2 || s[0] != 1 || s[1] != 1 {
+		t.Fatalf("batch sizes %v; want [1 1]", s)
+	}
+}
+
+// A lingering batch goes as soon as lingerBelow calls are queued, without
+// waiting out the linger.
+func TestLingerEndsWhenEnoughCallsWait(t *testing.T) {
+	t.Parallel()
+	g := newGate()
+	c := New(100, 10*time.Second, func(_ context.Context, in []int) ([]int, error) {
+		g.enter(len(in))
+		return in, nil
+	}, Linger(time.Hour, 3))
+	var wg sync.WaitGroup
+	wg.Go(func() { _, _ = c.Do(0) })
+	waitFor(t, func() bool { return len(g.batchSizes()) == 1 })
+	wg.Go(func() { _, _ = c.Do(1) })
+	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return len(c.queue) == 1 })
+	close(g.release) // the next batch lingers: one call queued, below 3
+	wg.Go(func() { _, _ = c.Do(2) })
+	wg.Go(func() { _, _ = c.Do(3) })
+	wg.Wait()
+	if s := g.batchSizes(); len(s) != 2 || s[1] != 3 {
+		t.Fatalf("batch sizes %v; want [1 3]", s)
+	}
+}

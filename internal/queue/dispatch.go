@@ -26,6 +26,17 @@ type DispatcherOptions struct {
 	Relay RelayOptions
 	// Metrics counts sent and dropped rows (nil: not counted).
 	Metrics *observe.DispatchMetrics
+	// Linger is how long a batch of fewer than LingerBelow rows waits for
+	// more when the previous batch ended less than Busy ago; 0 (the
+	// default): never. A producer whose rows come one per request (the
+	// api's orders) sets it: at a steady few hundred orders a second each
+	// row would otherwise be a batch of its own, a claim, a sent mark and a
+	// commit per row. A producer that hands over rows in batches (the
+	// workflow Advancer) does not need it, and a chain's next step would
+	// only wait longer.
+	Linger      time.Duration
+	LingerBelow int
+	Busy        time.Duration
 }
 
 func (o DispatcherOptions) withDefaults() DispatcherOptions {
@@ -103,6 +114,7 @@ func (d *Dispatcher) Dispatch(ids ...string) {
 // ends is finished (within a timeout), so its enqueued rows are marked.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	batch := make([]string, 0, d.opts.Batch)
+	var lastEnd time.Time
 	for {
 		batch = batch[:0]
 		select {
@@ -111,19 +123,46 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		case id := <-d.ids:
 			batch = appendID(batch, id)
 		}
-	more: // whatever arrived while the previous batch was in flight
-		for len(batch) < d.opts.Batch {
-			select {
-			case id := <-d.ids:
-				batch = appendID(batch, id)
-			default:
-				break more
-			}
+		batch = d.gather(batch)
+		if d.opts.Linger > 0 && len(batch) < d.opts.LingerBelow && time.Since(lastEnd) < d.opts.Busy {
+			batch = d.linger(ctx, batch)
 		}
 		if len(batch) > 0 {
 			d.send(ctx, batch)
+			lastEnd = time.Now()
 		}
 	}
+}
+
+// gather adds whatever arrived while the previous batch was in flight.
+func (d *Dispatcher) gather(batch []string) []string {
+	for len(batch) < d.opts.Batch {
+		select {
+		case id := <-d.ids:
+			batch = appendID(batch, id)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// linger adds the IDs that arrive within the linger, or until the batch
+// holds LingerBelow of them.
+func (d *Dispatcher) linger(ctx context.Context, batch []string) []string {
+	t := time.NewTimer(d.opts.Linger)
+	defer t.Stop()
+	for len(batch) < d.opts.LingerBelow {
+		select {
+		case id := <-d.ids:
+			batch = appendID(batch, id)
+		case <-t.C:
+			return d.gather(batch)
+		case <-ctx.Done():
+			return batch
+		}
+	}
+	return batch
 }
 
 // appendID adds id to batch if it can name an outbox row: one malformed ID

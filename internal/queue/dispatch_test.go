@@ -350,3 +350,32 @@ func TestDispatcherKeepsSendingAfterOutboxGainsAColumn(t *testing.T) {
 		t.Fatalf("row after the migration was tried %d times; want sent by the dispatcher at once", attempts)
 	}
 }
+
+// With Linger, a row dispatched soon after a batch waits for company: it is
+// not sent until LingerBelow rows are waiting (the linger, an hour here,
+// never runs out), then they go together. The first row, with the
+// dispatcher idle, goes at once.
+func TestDispatcherLingersWhenBusy(t *testing.T) {
+	t.Parallel()
+	redisURL, _ := testenv.Redis(t)
+	b := setupRelay(t, redisURL, queue.RelayOptions{})
+	disp := queue.NewDispatcher(b.db, b.client, testenv.Logger(t),
+		queue.DispatcherOptions{Linger: time.Hour, LingerBelow: 2, Busy: time.Hour})
+	runDispatcher(t, disp)
+
+	first := addWelcome(t, b.db, 1)
+	disp.Dispatch(first)
+	waitSent(t, b.db, first)
+
+	second := addWelcome(t, b.db, 2)
+	disp.Dispatch(second)
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if row, err := store.NewOutbox(b.db).Get(context.Background(), second); err == nil && row.SentAt != nil {
+			t.Fatal("a row dispatched right after a batch went alone")
+		}
+	}
+	third := addWelcome(t, b.db, 3)
+	disp.Dispatch(third)
+	waitSent(t, b.db, second)
+	waitSent(t, b.db, third)
+}
