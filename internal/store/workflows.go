@@ -416,12 +416,16 @@ func (r *Workflows) CountStuck(ctx context.Context, age time.Duration) (int64, e
 	return n, mapErr(err, "count stuck workflows")
 }
 
-// DeleteFinishedBefore deletes workflows (with their steps) that finished
-// before cutoff (maintenance:cleanup) and returns how many.
+// DeleteFinishedBefore deletes workflows, with their steps and edges, that
+// finished before cutoff (maintenance:cleanup) and returns how many. Steps
+// and edges have no foreign key to their workflow (migration 00100): this
+// statement is what deletes them with it.
 func (r *Workflows) DeleteFinishedBefore(ctx context.Context, cutoff time.Time) (int64, error) {
-	res, err := r.q.ExecContext(ctx, `DELETE FROM workflows WHERE finished_at < $1`, cutoff)
-	if err != nil {
-		return 0, mapErr(err, "delete finished workflows")
-	}
-	return res.RowsAffected()
+	var n int64
+	err := r.q.GetContext(ctx, &n,
+		`WITH w AS (DELETE FROM workflows WHERE finished_at < $1 RETURNING id),
+		      s AS (DELETE FROM workflow_steps WHERE workflow_id IN (SELECT id FROM w)),
+		      e AS (DELETE FROM workflow_edges WHERE workflow_id IN (SELECT id FROM w))
+		 SELECT count(*) FROM w`, cutoff)
+	return n, mapErr(err, "delete finished workflows")
 }

@@ -117,9 +117,13 @@ func TestDeleteFinishedWorkflows(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	done := b.start(workflow.Spec{Steps: []workflow.Step{ping("a")}})
-	running := b.start(workflow.Spec{Steps: []workflow.Step{ping("a")}})
+	chain := func() workflow.Spec {
+		return workflow.Spec{Steps: []workflow.Step{ping("a"), ping("b", "a")}}
+	}
+	done := b.start(chain())
+	running := b.start(chain())
 	b.finish(done.ID, "a", true, "")
+	b.finish(done.ID, "b", true, "")
 	n, err := store.NewWorkflows(b.db).DeleteFinishedBefore(ctx, time.Now().Add(time.Hour))
 	if err != nil || n != 1 {
 		t.Fatalf("DeleteFinishedBefore = %d, %v; want 1", n, err)
@@ -127,9 +131,15 @@ func TestDeleteFinishedWorkflows(t *testing.T) {
 	if _, err := workflow.Get(ctx, b.db, running.ID); err != nil {
 		t.Fatalf("running workflow deleted: %v", err)
 	}
-	var steps int
-	if err := b.db.Get(&steps, `SELECT count(*) FROM workflow_steps WHERE workflow_id = $1`, done.ID); err != nil || steps != 0 {
-		t.Fatalf("%d steps of the deleted workflow left (%v)", steps, err)
+	for _, table := range []string{"workflow_steps", "workflow_edges"} {
+		var left int
+		if err := b.db.Get(&left, `SELECT count(*) FROM `+table+` WHERE workflow_id = $1`, done.ID); err != nil || left != 0 {
+			t.Fatalf("%d rows of the deleted workflow left in %s (%v)", left, table, err)
+		}
+	}
+	var kept int
+	if err := b.db.Get(&kept, `SELECT count(*) FROM workflow_edges WHERE workflow_id = $1`, running.ID); err != nil || kept != 1 {
+		t.Fatalf("running workflow's edges: %d (%v); want 1", kept, err)
 	}
 }
 
