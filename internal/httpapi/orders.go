@@ -67,7 +67,7 @@ func handleOrderCreate(d *sqlx.DB, prepared *store.Prepared, disp *queue.Dispatc
 
 		ctx := c.Request().Context()
 		create := func(q store.Querier) (any, []string, error) {
-			created, err := service.CreateOrder(ctx, q, service.NewOrder{UserID: currentPrincipal(c).User.ID,
+			created, err := service.CreateOrder(ctx, q, service.NewOrder{UserID: currentPrincipal(c).UserID,
 				Currency: req.Currency, Items: items, RequestID: RequestID(c), IDs: ids})
 			if err != nil {
 				return nil, nil, err
@@ -81,7 +81,7 @@ func handleOrderCreate(d *sqlx.DB, prepared *store.Prepared, disp *queue.Dispatc
 			}
 			resp, outbox, err := create(q)
 			if err != nil {
-				return err
+				return orderCreateErr(c, err)
 			}
 			disp.Dispatch(outbox...)
 			return c.JSON(http.StatusCreated, resp)
@@ -89,8 +89,18 @@ func handleOrderCreate(d *sqlx.DB, prepared *store.Prepared, disp *queue.Dispatc
 		_, err = createInTx(c, d, disp, idem, http.StatusCreated, func(tx *sqlx.Tx) (any, []string, error) {
 			return create(tx)
 		})
-		return err
+		return orderCreateErr(c, err)
 	}
+}
+
+// orderCreateErr answers a failed order insert: the only row an order
+// refers to is its user's, which the route did not read (authenticate's
+// byWrite), so a missing reference is a deleted user's token.
+func orderCreateErr(c echo.Context, err error) error {
+	if errors.Is(err, store.ErrMissingReference) {
+		return userGone(c)
+	}
+	return err
 }
 
 // createInTx runs create in a transaction that also holds the request's

@@ -224,3 +224,37 @@ func TestOrdersAcceptedWhileRedisIsDown(t *testing.T) {
 		t.Fatalf("queues while Redis is down: %d %s", rec.Code, rec.Body)
 	}
 }
+
+// A token outlives its user only as a 401: on routes that read the user
+// (GET /users/me) and on POST /orders, which does not (its insert checks
+// the user), where nothing is written. A service key still may not order.
+func TestDeletedUsersTokenIsRefused(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupProduct(t, "")
+	u, authz := b.register(t, "gone@example.com")
+	if rec := b.call(t, "POST", "/api/v1/orders", authz, anOrder(), nil); rec.Code != http.StatusCreated {
+		t.Fatalf("order while the user exists: %d %s", rec.Code, rec.Body)
+	}
+	if _, err := b.db.ExecContext(ctx, `DELETE FROM users WHERE id = $1`, u.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []struct{ method, path string }{{"GET", "/api/v1/users/me"}, {"POST", "/api/v1/orders"}} {
+		var e errorBody
+		var body any
+		if r.method == "POST" {
+			body = anOrder()
+		}
+		rec := b.call(t, r.method, r.path, authz, body, &e)
+		if rec.Code != http.StatusUnauthorized || e.Error.Message != "the token's user no longer exists" {
+			t.Errorf("%s %s with a deleted user's token: %d %s", r.method, r.path, rec.Code, rec.Body)
+		}
+	}
+	var orders int
+	if err := b.db.GetContext(ctx, &orders, `SELECT count(*) FROM orders`); err != nil || orders != 0 {
+		t.Errorf("orders after the user's deletion: %d (%v); want 0 (the first went with its user)", orders, err)
+	}
+	if rec := b.call(t, "POST", "/api/v1/orders", "Bearer "+token, anOrder(), nil); rec.Code != http.StatusForbidden {
+		t.Errorf("order with API_TOKEN: %d %s; want 403", rec.Code, rec.Body)
+	}
+}

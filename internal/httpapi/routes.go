@@ -20,7 +20,7 @@ func addRoutes(e *echo.Echo, opts Options, d Deps) {
 	// The middleware goes on each route, not on the group: a group's
 	// middleware also guards the group's catch-all, which would answer
 	// 401/403 instead of 404 or 405 for unknown paths and methods.
-	authn := authenticate(d, opts.APIToken)
+	authn, authnByWrite := authenticate(d, opts.APIToken)
 	api := e.Group("/api/v1")
 	route := func(method, path string, h echo.HandlerFunc, mw ...echo.MiddlewareFunc) {
 		api.Add(method, path, h, append([]echo.MiddlewareFunc{authn}, mw...)...)
@@ -38,7 +38,9 @@ func addRoutes(e *echo.Echo, opts Options, d Deps) {
 	route(http.MethodPatch, "/posts/:id", handlePostUpdate(d.DB), requireUser)
 	route(http.MethodDelete, "/posts/:id", handlePostDelete(d.DB), requireUser)
 	route(http.MethodPost, "/posts/:id/publish", handlePostPublish(d.DB), requireUser)
-	route(http.MethodPost, "/orders", handleOrderCreate(d.DB, d.prepared, d.Dispatcher, d.orderIDs, opts.IdempotencyTTL), requireUser)
+	// The order's insert checks its user itself (authenticate's byWrite).
+	api.Add(http.MethodPost, "/orders", handleOrderCreate(d.DB, d.prepared, d.Dispatcher, d.orderIDs, opts.IdempotencyTTL),
+		authnByWrite, requireUser)
 	route(http.MethodGet, "/orders", handleOrderList(d.DB), requireUser)
 	route(http.MethodGet, "/orders/:id", handleOrderGet(d.DB), requireUser)
 

@@ -26,6 +26,9 @@ func IsUUID(s string) bool { return uuidText.MatchString(s) }
 var (
 	ErrNotFound = errors.New("not found")
 	ErrConflict = errors.New("conflict")
+	// ErrMissingReference: a row refers to one that does not exist (a
+	// foreign key violation), e.g. an order of a user deleted meanwhile.
+	ErrMissingReference = errors.New("missing reference")
 )
 
 // Querier is what a repository needs: *sqlx.DB and *sqlx.Tx both satisfy it,
@@ -47,6 +50,9 @@ func mapErr(err error, what string) error {
 	var pqErr *pq.Error
 	if errors.As(err, &pqErr) && pqErr.Code == "23505" { // unique_violation
 		return fmt.Errorf("%s: %w (%s)", what, ErrConflict, pqErr.Constraint)
+	}
+	if errors.As(err, &pqErr) && pqErr.Code == "23503" { // foreign_key_violation
+		return fmt.Errorf("%s: %w (%s)", what, ErrMissingReference, pqErr.Constraint)
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
