@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/labstack/echo/v4"
 
+	"github.com/conveyor-run/conveyor/internal/batch"
 	"github.com/conveyor-run/conveyor/internal/db"
 	"github.com/conveyor-run/conveyor/internal/queue"
 	"github.com/conveyor-run/conveyor/internal/service"
@@ -28,11 +30,14 @@ type orderResponse struct {
 const orderIDBlock = 100
 
 // handleOrderCreate creates a pending order for the caller through
-// service.CreateOrder (POST /api/v1/orders), which is one statement: without
-// an Idempotency-Key it runs on its own, outside a transaction, as a
-// statement prepared once per connection (prepared, nil: d): no BEGIN and
-// COMMIT round trips, no planning, and the connection goes back to the pool
-// as soon as it answers. With a key, the key is part of the order's transaction: a
+// service.CreateOrders (POST /api/v1/orders). Without an Idempotency-Key the
+// orders of concurrent requests are gathered (internal/batch) into one
+// statement, prepared once per connection (prepared, nil: d), run outside
+// any transaction: at hundreds of orders a second, one insert and one
+// commit per request cost PostgreSQL more than the rows. Each request
+// answers once its order's statement has committed; a statement that fails
+// is run again order by order, so one bad order (a deleted user's) fails
+// alone. With a key, the key is part of the order's own transaction: a
 // retry either finds the committed order's response or, if the first
 // attempt rolled back, creates the order itself.
 func handleOrderCreate(d *sqlx.DB, prepared *store.Prepared, disp *queue.Dispatcher, ids *service.OrderIDs, idemTTL time.Duration) echo.HandlerFunc {
@@ -45,6 +50,13 @@ func handleOrderCreate(d *sqlx.DB, prepared *store.Prepared, disp *queue.Dispatc
 		Items    []item `json:"items" validate:"required,min=1,max=100,dive"`
 		Currency string `json:"currency" validate:"required,iso4217"`
 	}
+	var q store.Querier = d
+	if prepared != nil {
+		q = prepared
+	}
+	gathered := batch.New(orderBatchMax, orderBatchTimeout, func(ctx context.Context, in []service.NewOrder) ([]service.CreatedOrder, error) {
+		return service.CreateOrders(ctx, q, in)
+	}, batch.Linger(orderLinger, orderLingerBelow), batch.Busy(orderBusy))
 	return func(c echo.Context) error {
 		idem, err := readIdempotency(c, idemTTL)
 		if err != nil {
@@ -65,33 +77,40 @@ func handleOrderCreate(d *sqlx.DB, prepared *store.Prepared, disp *queue.Dispatc
 			items[i] = store.OrderItem{SKU: it.SKU, Quantity: *it.Quantity, UnitPriceCents: *it.UnitPriceCents}
 		}
 
-		ctx := c.Request().Context()
-		create := func(q store.Querier) (any, []string, error) {
-			created, err := service.CreateOrder(ctx, q, service.NewOrder{UserID: currentPrincipal(c).UserID,
-				Currency: req.Currency, Items: items, RequestID: RequestID(c), IDs: ids})
+		in := service.NewOrder{UserID: currentPrincipal(c).UserID, Currency: req.Currency, Items: items,
+			RequestID: RequestID(c), IDs: ids}
+		if idem == nil {
+			created, err := gathered.Do(in)
+			if err != nil {
+				return orderCreateErr(c, err)
+			}
+			disp.Dispatch(created.Outbox...)
+			return c.JSON(http.StatusCreated, orderResponse{Order: created.Order, TaskIDs: created.TaskIDs})
+		}
+		_, err = createInTx(c, d, disp, idem, http.StatusCreated, func(tx *sqlx.Tx) (any, []string, error) {
+			created, err := service.CreateOrder(c.Request().Context(), tx, in)
 			if err != nil {
 				return nil, nil, err
 			}
 			return orderResponse{Order: created.Order, TaskIDs: created.TaskIDs}, created.Outbox, nil
-		}
-		if idem == nil {
-			var q store.Querier = d
-			if prepared != nil {
-				q = prepared
-			}
-			resp, outbox, err := create(q)
-			if err != nil {
-				return orderCreateErr(c, err)
-			}
-			disp.Dispatch(outbox...)
-			return c.JSON(http.StatusCreated, resp)
-		}
-		_, err = createInTx(c, d, disp, idem, http.StatusCreated, func(tx *sqlx.Tx) (any, []string, error) {
-			return create(tx)
 		})
 		return orderCreateErr(c, err)
 	}
 }
+
+// The gathered order inserts: at most orderBatchMax orders per statement,
+// each statement within orderBatchTimeout. A statement that finds the
+// previous one ended less than orderBusy ago waits up to orderLinger for
+// more orders (unless orderLingerBelow wait already): at a steady few
+// hundred orders a second, requests come one by one. An idle api's first
+// order goes at once.
+const (
+	orderBatchMax     = 100
+	orderBatchTimeout = 10 * time.Second
+	orderLinger       = 2 * time.Millisecond
+	orderLingerBelow  = 64
+	orderBusy         = 5 * time.Millisecond
+)
 
 // orderCreateErr answers a failed order insert: the only row an order
 // refers to is its user's, which the route did not read (authenticate's

@@ -258,3 +258,62 @@ func TestDeletedUsersTokenIsRefused(t *testing.T) {
 		t.Errorf("order with API_TOKEN: %d %s; want 403", rec.Code, rec.Body)
 	}
 }
+
+// Concurrent orders are gathered into shared statements: each request
+// still gets its own order, with its own workflow and first task, and a
+// deleted user's request in the mix fails alone (its statement is run
+// again order by order) while the others commit.
+func TestConcurrentOrdersEachGetTheirOwn(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupProduct(t, "")
+	var users [3]userJSON
+	var tokens [3]string
+	for i := range users {
+		users[i], tokens[i] = b.register(t, "conc"+itoa(int64(i))+"@example.com")
+	}
+	gone, goneToken := b.register(t, "gone-conc@example.com")
+	if _, err := b.db.ExecContext(ctx, `DELETE FROM users WHERE id = $1`, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	got := make([]orderJSON, n)
+	codes := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		authz := tokens[i%3]
+		if i%10 == 9 {
+			authz = goneToken
+		}
+		wg.Go(func() { codes[i] = b.call(t, "POST", "/api/v1/orders", authz, anOrder(), &got[i]).Code })
+	}
+	wg.Wait()
+	seen := map[int64]bool{}
+	for i := range n {
+		if i%10 == 9 {
+			if codes[i] != http.StatusUnauthorized {
+				t.Errorf("request %d, deleted user: %d; want 401", i, codes[i])
+			}
+			continue
+		}
+		o := got[i]
+		if codes[i] != http.StatusCreated || o.UserID != users[i%3].ID || seen[o.ID] || o.WorkflowID == nil || len(o.TaskIDs) != 2 {
+			t.Fatalf("request %d: %d %+v", i, codes[i], o)
+		}
+		seen[o.ID] = true
+		row, err := store.NewOutbox(b.db).Get(ctx, o.TaskIDs[0])
+		if err != nil || row.TaskType != "order:process" {
+			t.Fatalf("order %d: outbox row %+v, %v", o.ID, row, err)
+		}
+	}
+	var orders, workflows, statements int
+	if err := b.db.GetContext(ctx, &orders, `SELECT count(*) FROM orders`); err != nil || orders != len(seen) {
+		t.Fatalf("%d orders stored (%v); want %d", orders, err, len(seen))
+	}
+	if err := b.db.GetContext(ctx, &workflows, `SELECT count(*) FROM workflows`); err != nil || workflows != len(seen) {
+		t.Fatalf("%d workflows stored (%v); want %d", workflows, err, len(seen))
+	}
+	// Orders of one statement share its transaction's timestamp.
+	_ = b.db.GetContext(ctx, &statements, `SELECT count(DISTINCT created_at) FROM orders`)
+	t.Logf("%d orders in %d statements", orders, statements)
+}

@@ -81,32 +81,48 @@ const (
 // whether q is a transaction or the database itself: POST /api/v1/orders
 // without an Idempotency-Key runs it outside any transaction.
 func CreateOrder(ctx context.Context, q store.Querier, in NewOrder) (CreatedOrder, error) {
-	id, err := in.IDs.next(ctx, q)
+	out, err := CreateOrders(ctx, q, []NewOrder{in})
 	if err != nil {
 		return CreatedOrder{}, err
 	}
-	reg := in.Tasks
-	if reg == nil {
-		reg = tasks.All()
+	return out[0], nil
+}
+
+// CreateOrders is CreateOrder for many orders in one statement: they
+// commit together or not at all. The api gathers the orders of concurrent
+// requests into one (group commit); it returns them in ins's order.
+func CreateOrders(ctx context.Context, q store.Querier, ins []NewOrder) ([]CreatedOrder, error) {
+	os, nws := make([]store.NewOrder, len(ins)), make([]store.NewWorkflow, len(ins))
+	for i, in := range ins {
+		id, err := in.IDs.next(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		reg := in.Tasks
+		if reg == nil {
+			reg = tasks.All()
+		}
+		spec := workflow.Chain(
+			workflow.Task(OrderStepProcess, tasks.OrderProcessPayload{OrderID: id}),
+			workflow.Task(OrderStepConfirm, tasks.EmailOrderConfirmationPayload{OrderID: id}),
+		).Named(fmt.Sprintf("order %d", id))
+		if nws[i], err = workflow.Prepare(reg, spec, workflow.StartOptions{RequestID: in.RequestID}); err != nil {
+			return nil, err
+		}
+		os[i] = store.NewOrder{ID: id, UserID: in.UserID, Currency: in.Currency, Items: in.Items}
 	}
-	spec := workflow.Chain(
-		workflow.Task(OrderStepProcess, tasks.OrderProcessPayload{OrderID: id}),
-		workflow.Task(OrderStepConfirm, tasks.EmailOrderConfirmationPayload{OrderID: id}),
-	).Named(fmt.Sprintf("order %d", id))
-	nw, err := workflow.Prepare(reg, spec, workflow.StartOptions{RequestID: in.RequestID})
+	orders, steps, err := store.NewOrders(q).CreateManyWithWorkflows(ctx, os, nws)
 	if err != nil {
-		return CreatedOrder{}, err
+		return nil, err
 	}
-	o, steps, err := store.NewOrders(q).CreateWithWorkflow(ctx,
-		store.NewOrder{ID: id, UserID: in.UserID, Currency: in.Currency, Items: in.Items}, nw)
-	if err != nil {
-		return CreatedOrder{}, err
-	}
-	out := CreatedOrder{Order: o}
-	for _, s := range steps {
-		out.TaskIDs = append(out.TaskIDs, s.TaskID)
-		if s.State == store.StepEnqueued {
-			out.Outbox = append(out.Outbox, s.TaskID)
+	out := make([]CreatedOrder, len(ins))
+	for i := range out {
+		out[i].Order = orders[i]
+		for _, s := range steps[i] {
+			out[i].TaskIDs = append(out[i].TaskIDs, s.TaskID)
+			if s.State == store.StepEnqueued {
+				out[i].Outbox = append(out[i].Outbox, s.TaskID)
+			}
 		}
 	}
 	return out, nil

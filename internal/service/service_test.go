@@ -185,3 +185,61 @@ func TestOrderIDsAreDistinctUnderConcurrency(t *testing.T) {
 		t.Fatalf("%d orders, want %d", len(seen), workers*each)
 	}
 }
+
+// CreateOrders writes many orders in one statement: each its own workflow,
+// steps, edge and first task's outbox row, answered in the order asked;
+// and all or nothing: one order of a user that does not exist fails them
+// all.
+func TestCreateOrdersInOneStatement(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d, _ := testenv.DB(t)
+	ids := service.NewOrderIDs(d, 10)
+	var users [3]store.User
+	for i := range users {
+		users[i] = store.User{Email: "many" + string(rune('a'+i)) + "@example.com", Name: "M"}
+		if err := store.NewUsers(d).Create(ctx, &users[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := make([]service.NewOrder, 6)
+	for i := range in {
+		in[i] = service.NewOrder{UserID: users[i%3].ID, Currency: "EUR", RequestID: "req-" + string(rune('a'+i)), IDs: ids,
+			Items: []store.OrderItem{{SKU: "a", Quantity: int64(i + 1), UnitPriceCents: 100}}}
+	}
+	got, err := service.CreateOrders(ctx, d, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wfs := map[string]bool{}
+	for i, c := range got {
+		if c.Order.UserID != in[i].UserID || c.Order.TotalCents != int64(i+1)*100 || c.Order.WorkflowID == nil || len(c.Outbox) != 1 {
+			t.Fatalf("order %d = %+v, want the %dth order asked", i, c, i)
+		}
+		wfs[*c.Order.WorkflowID] = true
+		v, err := workflow.Get(ctx, d, *c.Order.WorkflowID)
+		if err != nil || len(v.Steps) != 2 || v.Steps[1].State != "waiting" || len(v.Steps[1].After) != 1 || v.Steps[0].TaskID != c.Outbox[0] {
+			t.Fatalf("order %d workflow = %+v, %v", i, v, err)
+		}
+		var p tasks.OrderProcessPayload
+		row, err := store.NewOutbox(d).Get(ctx, c.Outbox[0])
+		if err != nil || json.Unmarshal(row.Payload, &p) != nil || p.OrderID != c.Order.ID || row.RequestID != in[i].RequestID {
+			t.Fatalf("order %d outbox row = %+v (%v)", i, row, err)
+		}
+	}
+	if len(wfs) != len(in) {
+		t.Fatalf("%d workflows for %d orders", len(wfs), len(in))
+	}
+
+	in[4].UserID = users[2].ID + 1000
+	if _, err := service.CreateOrders(ctx, d, in); !errors.Is(err, store.ErrMissingReference) {
+		t.Fatalf("batch with a missing user: err = %v, want ErrMissingReference", err)
+	}
+	firstBatch := map[string]int{"orders": 6, "workflows": 6, "workflow_steps": 12, "workflow_edges": 6, "outbox": 6}
+	for table, want := range firstBatch {
+		var n int
+		if err := d.GetContext(ctx, &n, `SELECT count(*) FROM `+table); err != nil || n != want {
+			t.Fatalf("%s: %d rows (%v) after the failed batch; want %d, the first batch's", table, n, err, want)
+		}
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/lib/pq"
 )
 
 // Order statuses. An order moves pending → processing → completed, or ends
@@ -98,23 +100,56 @@ func (r *Orders) ReserveIDs(ctx context.Context, n int) ([]int64, error) {
 // when q is not a transaction. It returns the stored order and the
 // workflow's steps in the order given.
 func (r *Orders) CreateWithWorkflow(ctx context.Context, o NewOrder, nw NewWorkflow) (Order, []CreatedStep, error) {
-	total, raw, err := orderTotal(o.Items)
+	orders, steps, err := r.CreateManyWithWorkflows(ctx, []NewOrder{o}, []NewWorkflow{nw})
 	if err != nil {
 		return Order{}, nil, err
 	}
-	ctes, args, steps := workflowInsert(nw, 5)
-	var row Order
-	err = r.q.GetContext(ctx, &row,
+	return orders[0], steps[0], nil
+}
+
+// CreateManyWithWorkflows is CreateWithWorkflow for many orders, os[i]
+// fulfilled by nws[i], in one statement: all of them commit or none. It
+// returns the stored orders and their workflows' steps in os's order.
+func (r *Orders) CreateManyWithWorkflows(ctx context.Context, os []NewOrder, nws []NewWorkflow) ([]Order, [][]CreatedStep, error) {
+	if len(os) != len(nws) {
+		return nil, nil, fmt.Errorf("create orders: %d orders, %d workflows", len(os), len(nws))
+	}
+	ids, users, totals := make([]int64, len(os)), make([]int64, len(os)), make([]int64, len(os))
+	currencies, items := make([]string, len(os)), make([]string, len(os))
+	for i, o := range os {
+		total, raw, err := orderTotal(o.Items)
+		if err != nil {
+			return nil, nil, err
+		}
+		ids[i], users[i], totals[i], currencies[i], items[i] = o.ID, o.UserID, total, o.Currency, string(raw)
+	}
+	ctes, args, wfIDs, steps := workflowsInsert(nws, 6)
+	var rows []Order
+	err := r.q.SelectContext(ctx, &rows,
 		`WITH `+ctes+`, o AS (
 		     INSERT INTO orders (id, user_id, status, total_cents, currency, items, workflow_id)
-		     SELECT $1, $2, 'pending', $3, $4, $5, w.id FROM w RETURNING `+orderCols+`
+		     SELECT o.id, o.uid, 'pending', o.total, o.cur, o.items::jsonb, o.wf
+		       FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::uuid[])
+		            AS o(id, uid, total, cur, items, wf)
+		     RETURNING `+orderCols+`
 		 )
 		 SELECT * FROM o`,
-		append([]any{o.ID, o.UserID, total, o.Currency, raw}, args...)...)
+		append([]any{pq.Array(ids), pq.Array(users), pq.Array(totals), pq.Array(currencies), pq.Array(items), pq.Array(wfIDs)}, args...)...)
 	if err != nil {
-		return Order{}, nil, mapErr(err, "create order")
+		return nil, nil, mapErr(err, fmt.Sprintf("create %d orders", len(os)))
 	}
-	return row, steps, nil
+	byID := make(map[int64]Order, len(rows))
+	for _, o := range rows {
+		byID[o.ID] = o
+	}
+	out := make([]Order, len(os))
+	for i, o := range os {
+		var ok bool
+		if out[i], ok = byID[o.ID]; !ok {
+			return nil, nil, fmt.Errorf("create orders: order %d not returned", o.ID)
+		}
+	}
+	return out, steps, nil
 }
 
 // orderTotal returns the total of items and their JSON.

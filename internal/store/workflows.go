@@ -131,80 +131,93 @@ func NewWorkflows(q Querier) *Workflows { return &Workflows{q: q} }
 // own, so q need not be a transaction. It returns the workflow and its
 // steps in the order given.
 func (r *Workflows) Create(ctx context.Context, nw NewWorkflow) (Workflow, []CreatedStep, error) {
-	ctes, args, steps := workflowInsert(nw, 0)
+	ctes, args, _, steps := workflowsInsert([]NewWorkflow{nw}, 0)
 	var w Workflow
 	err := r.q.GetContext(ctx, &w, `WITH `+ctes+` SELECT w.* FROM w`, args...)
 	if err != nil {
 		return Workflow{}, nil, mapErr(err, "create workflow")
 	}
-	return w, steps, nil
+	return w, steps[0], nil
 }
 
-// workflowInsert returns the common table expressions that insert nw
-// (w: the workflow row, s: its steps, e: its edges, plus the outbox rows of
-// its steps without parents) and their arguments, numbered from $(first+1)
-// so that a caller can put its own before them (Orders.CreateWithWorkflow).
+// workflowsInsert returns the common table expressions that insert nws
+// (w: the workflow rows, s: their steps, e: their edges, plus the outbox
+// rows of the steps without parents) and their arguments, numbered from
+// $(first+1) so that a caller can put its own before them
+// (Orders.CreateManyWithWorkflows).
 //
-// The workflow's and the steps' task IDs are chosen here (newID), so the
-// caller knows them without reading them back; it returns the steps as
-// stored, in nw's order.
+// The workflows' and the steps' task IDs are chosen here (newID), so the
+// caller knows them without reading them back; it returns each workflow's
+// ID and steps as stored, in nws's order.
 //
-// One round trip instead of five: the foreign keys of steps and edges are
-// checked at the end of the statement, when the workflow row exists, and a
-// step without parents is inserted already enqueued, with its outbox row
-// built from what the step insert returns (stepTaskOptions: the step's
-// options and the HeaderWorkflowStep header, so the worker knows which step
-// it runs).
-func workflowInsert(nw NewWorkflow, first int) (string, []any, []CreatedStep) {
-	n := len(nw.Steps)
-	steps := make([]CreatedStep, n)
-	taskIDs := make([]string, n)
-	ids, types, payloads, options, queues, modes := make([]string, n), make([]string, n), make([]string, n),
-		make([]string, n), make([]string, n), make([]string, n)
-	positions, parents := make([]int64, n), make([]int64, n)
-	edgeParents, edgeChildren := []string{}, []string{}
-	for i, s := range nw.Steps {
-		ids[i], types[i], payloads[i], queues[i], modes[i] = s.StepID, s.TaskType, string(s.Payload), s.Queue, s.IfParentFailed
-		options[i] = "{}"
-		if len(s.Options) > 0 {
-			options[i] = string(s.Options)
-		}
-		positions[i], parents[i] = int64(i), int64(len(s.After))
-		taskIDs[i] = newID()
-		steps[i] = CreatedStep{StepID: s.StepID, TaskID: taskIDs[i], State: StepWaiting}
-		if len(s.After) == 0 {
-			steps[i].State = StepEnqueued
-		}
-		for _, p := range s.After {
-			edgeParents, edgeChildren = append(edgeParents, p), append(edgeChildren, s.StepID)
+// One round trip for any number of workflows and steps: a step without
+// parents is inserted already enqueued, with its outbox row built from what
+// the step insert returns (stepTaskOptions: the step's options and the
+// HeaderWorkflowStep header, so the worker knows which step it runs). Steps
+// and edges name their workflow by the ID chosen here (they have no foreign
+// key to it: migration 00100).
+func workflowsInsert(nws []NewWorkflow, first int) (ctes string, args []any, wfIDs []string, steps [][]CreatedStep) {
+	n := 0
+	for _, nw := range nws {
+		n += len(nw.Steps)
+	}
+	wfIDs, steps = make([]string, len(nws)), make([][]CreatedStep, len(nws))
+	names, totals, requests := make([]string, len(nws)), make([]int64, len(nws)), make([]string, len(nws))
+	stepWFs, ids, types, payloads := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
+	options, queues, modes, taskIDs := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
+	positions, parents := make([]int64, 0, n), make([]int64, 0, n)
+	edgeWFs, edgeParents, edgeChildren := []string{}, []string{}, []string{}
+	for w, nw := range nws {
+		wf := newID()
+		wfIDs[w], names[w], totals[w], requests[w] = wf, nw.Name, int64(len(nw.Steps)), nw.RequestID
+		steps[w] = make([]CreatedStep, len(nw.Steps))
+		for i, s := range nw.Steps {
+			opts := "{}"
+			if len(s.Options) > 0 {
+				opts = string(s.Options)
+			}
+			task := newID()
+			stepWFs, ids, types, payloads = append(stepWFs, wf), append(ids, s.StepID), append(types, s.TaskType), append(payloads, string(s.Payload))
+			options, queues, modes, taskIDs = append(options, opts), append(queues, s.Queue), append(modes, s.IfParentFailed), append(taskIDs, task)
+			positions, parents = append(positions, int64(i)), append(parents, int64(len(s.After)))
+			steps[w][i] = CreatedStep{StepID: s.StepID, TaskID: task, State: StepWaiting}
+			if len(s.After) == 0 {
+				steps[w][i].State = StepEnqueued
+			}
+			for _, p := range s.After {
+				edgeWFs, edgeParents, edgeChildren = append(edgeWFs, wf), append(edgeParents, p), append(edgeChildren, s.StepID)
+			}
 		}
 	}
 	a := func(i int) string { return "$" + strconv.Itoa(first+i) }
-	ctes := `w AS (
+	ctes = `w AS (
 		     INSERT INTO workflows (id, name, steps_total, steps_open, request_id)
-		     VALUES (` + a(14) + `::uuid, ` + a(1) + `, ` + a(2) + `, ` + a(2) + `, ` + a(3) + `)
+		     SELECT w.id, w.name, w.n, w.n, w.req
+		       FROM unnest(` + a(1) + `::uuid[], ` + a(2) + `::text[], ` + a(3) + `::int[], ` + a(4) + `::text[]) AS w(id, name, n, req)
 		     RETURNING *
 		 ), s AS (
 		     INSERT INTO workflow_steps (workflow_id, task_id, step_id, position, task_type, payload, options, queue,
 		                                 if_parent_failed, parents_left, parents, state, enqueued_at)
-		     SELECT w.id, s.task, s.id, s.pos, s.typ, s.payload::jsonb, s.opts::jsonb, s.queue, s.mode, s.parents, s.parents,
+		     SELECT s.wf, s.task, s.id, s.pos, s.typ, s.payload::jsonb, s.opts::jsonb, s.queue, s.mode, s.parents, s.parents,
 		            CASE WHEN s.parents = 0 THEN 'enqueued' ELSE 'waiting' END,
 		            CASE WHEN s.parents = 0 THEN now() END
-		       FROM w, unnest(` + a(4) + `::text[], ` + a(5) + `::int[], ` + a(6) + `::text[], ` + a(7) + `::text[], ` + a(8) + `::text[], ` + a(9) + `::text[], ` + a(10) + `::text[], ` + a(11) + `::int[], ` + a(15) + `::uuid[])
-		            AS s(id, pos, typ, payload, opts, queue, mode, parents, task)
+		       FROM unnest(` + a(5) + `::uuid[], ` + a(6) + `::text[], ` + a(7) + `::int[], ` + a(8) + `::text[], ` + a(9) + `::text[], ` + a(10) + `::text[],
+		                   ` + a(11) + `::text[], ` + a(12) + `::text[], ` + a(13) + `::int[], ` + a(14) + `::uuid[])
+		            AS s(wf, id, pos, typ, payload, opts, queue, mode, parents, task)
 		     RETURNING workflow_id, step_id, task_id, task_type, payload, options, state
 		 ), e AS (
 		     INSERT INTO workflow_edges (workflow_id, parent, child)
-		     SELECT w.id, e.parent, e.child FROM w, unnest(` + a(12) + `::text[], ` + a(13) + `::text[]) AS e(parent, child)
+		     SELECT * FROM unnest(` + a(15) + `::uuid[], ` + a(16) + `::text[], ` + a(17) + `::text[])
 		 ), sent AS (
 		     INSERT INTO outbox (id, task_type, payload, request_id, options)
 		     SELECT s.task_id, s.task_type, s.payload, w.request_id, ` + stepTaskOptions + `
-		       FROM s, w WHERE s.state = 'enqueued'
+		       FROM s JOIN w ON w.id = s.workflow_id WHERE s.state = 'enqueued'
 		 )`
-	return ctes, []any{nw.Name, n, nw.RequestID,
-		pq.Array(ids), pq.Array(positions), pq.Array(types), pq.Array(payloads), pq.Array(options),
-		pq.Array(queues), pq.Array(modes), pq.Array(parents), pq.Array(edgeParents), pq.Array(edgeChildren),
-		newID(), pq.Array(taskIDs)}, steps
+	args = []any{pq.Array(wfIDs), pq.Array(names), pq.Array(totals), pq.Array(requests),
+		pq.Array(stepWFs), pq.Array(ids), pq.Array(positions), pq.Array(types), pq.Array(payloads), pq.Array(options),
+		pq.Array(queues), pq.Array(modes), pq.Array(parents), pq.Array(taskIDs),
+		pq.Array(edgeWFs), pq.Array(edgeParents), pq.Array(edgeChildren)}
+	return ctes, args, wfIDs, steps
 }
 
 // HeaderWorkflowStep is the task header that names a step's workflow and
