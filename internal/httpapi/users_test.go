@@ -138,12 +138,12 @@ func TestRegisterEnqueuesWelcomeEmail(t *testing.T) {
 		t.Fatalf("register: %d %s", rec.Code, rec.Body)
 	}
 
-	// Look at the row without consuming it: Due locks rows in a transaction
+	// Look at the row without consuming it: TakeDue takes rows in a transaction
 	// that is rolled back.
 	var rows []store.OutboxEntry
 	err := db.InTx(ctx, b.db, func(tx *sqlx.Tx) error {
 		var err error
-		rows, err = store.NewOutbox(tx).Due(ctx, 10)
+		rows, err = store.NewOutbox(tx).TakeDue(ctx, 10)
 		if err == nil {
 			err = errRollback
 		}

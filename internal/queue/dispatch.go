@@ -182,7 +182,7 @@ func (d *Dispatcher) send(ctx context.Context, ids []string) {
 	var sent int
 	err := db.InTx(bctx, d.db, func(tx *sqlx.Tx) error {
 		q := d.prepared.InTx(tx)
-		rows, err := store.NewOutbox(q).Claim(bctx, ids)
+		rows, err := store.NewOutbox(q).Take(bctx, ids)
 		if err != nil {
 			return err
 		}

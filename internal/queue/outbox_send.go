@@ -25,12 +25,12 @@ type outboxSender struct {
 	opts   RelayOptions
 }
 
-// sendLocked enqueues rows, which tx has locked, with up to
-// batchParallelism enqueues in flight (asynq has no pipelined enqueue), then
-// records in tx, through q (tx itself or its prepared statements), what
-// happened: every sent row in one statement, and each
-// failure with its backoff, or dead after DeadAttempts when the row can
-// never become a task. It returns how many rows failed.
+// sendLocked enqueues rows, which tx has taken (store.Outbox.Take or
+// TakeDue: locked and marked sent), with up to batchParallelism enqueues in
+// flight (asynq has no pipelined enqueue), then records in tx, through q
+// (tx itself or its prepared statements), each failure: the row is put back
+// with its backoff, or dead after DeadAttempts when it can never become a
+// task. It returns how many rows failed.
 //
 // tx commits asynchronously (db.AsyncCommit): losing the "sent" marks in a
 // PostgreSQL crash only makes those rows due again, and a row sent twice is
@@ -61,19 +61,14 @@ func (s *outboxSender) sendLocked(ctx context.Context, tx *sqlx.Tx, q store.Quer
 	wg.Wait()
 
 	ob := store.NewOutbox(q)
-	sent := make([]string, 0, len(rows))
 	for i, row := range rows {
 		if errs[i] == nil {
-			sent = append(sent, row.ID)
 			continue
 		}
 		failed++
 		if err := s.recordFailure(ctx, ob, row, errs[i]); err != nil {
 			return failed, err
 		}
-	}
-	if err := ob.MarkSent(ctx, sent...); err != nil {
-		return failed, err
 	}
 	return failed, db.AsyncCommit(ctx, tx)
 }

@@ -115,7 +115,7 @@ func (r *Relay) drain(ctx context.Context) {
 // how many of those failed (and were rescheduled).
 func (r *Relay) RelayOnce(ctx context.Context) (handled, failed int, err error) {
 	err = db.InTx(ctx, r.db, func(tx *sqlx.Tx) error {
-		rows, err := store.NewOutbox(tx).Due(ctx, r.opts.Batch)
+		rows, err := store.NewOutbox(tx).TakeDue(ctx, r.opts.Batch)
 		if err != nil {
 			return err
 		}

@@ -106,6 +106,40 @@ func TestRelayDecodesStoredPayloadsLikeTheWorker(t *testing.T) {
 	}
 }
 
+// A batch's rows are taken (marked sent) before they are enqueued; the ones
+// that fail are put back, unsent, while the others of the same transaction
+// stay sent, each one task.
+func TestRelayPutsBackOnlyTheRowsItCouldNotSend(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	redisURL, _ := testenv.Redis(t)
+	b := setupRelay(t, redisURL, queue.RelayOptions{})
+	ob := store.NewOutbox(b.db)
+	good := addWelcome(t, b.db, 11)
+	bad, err := ob.Add(ctx, tasks.TypeEmailWelcome, json.RawMessage(`{"user_id":0}`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, failed, err := b.relay.RelayOnce(ctx); err != nil || n != 2 || failed != 1 {
+		t.Fatalf("RelayOnce = %d, %d, %v; want 2 handled, 1 failed", n, failed, err)
+	}
+	if row, _ := ob.Get(ctx, good); row.SentAt == nil || row.Attempts != 0 {
+		t.Fatalf("sent row = %+v", row)
+	}
+	if _, err := b.client.GetTask(ctx, good, ""); err != nil {
+		t.Fatalf("sent row %s is not a task: %v", good, err)
+	}
+	if row, _ := ob.Get(ctx, bad); row.SentAt != nil || row.Attempts != 1 || row.LastError == "" {
+		t.Fatalf("failed row = %+v, want unsent with one attempt and its reason", row)
+	}
+	if _, err := b.client.GetTask(ctx, bad, ""); err == nil {
+		t.Fatalf("failed row %s became a task", bad)
+	}
+	if st, _ := ob.Stats(ctx); st.Pending != 1 || st.Retrying != 1 {
+		t.Fatalf("stats = %+v", st)
+	}
+}
+
 // A row that can never become a task — its type unknown to this version,
 // its payload no longer valid — is tried DeadAttempts times, then marked
 // dead with its reason: out of outbox_pending, into outbox_dead, never

@@ -140,7 +140,9 @@ func TestPostsListFilterOrderAndPostCount(t *testing.T) {
 	}
 }
 
-func TestOutboxDueSentFailed(t *testing.T) {
+// TakeDue marks the rows it takes sent; a row the sender could not send is
+// put back with MarkFailed: unsent, due again after its backoff.
+func TestOutboxTakeDueSentFailed(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	tx := testenv.Tx(t)
@@ -150,17 +152,21 @@ func TestOutboxDueSentFailed(t *testing.T) {
 		t.Fatal(err)
 	}
 	id2, _ := ob.Add(ctx, "email:welcome", []byte(`{"user_id":2}`), "")
-	due, err := ob.Due(ctx, 10)
-	if err != nil || len(due) != 2 || due[0].ID != id1 || due[0].RequestID != "req-1" {
+	due, err := ob.TakeDue(ctx, 10)
+	if err != nil || len(due) != 2 {
 		t.Fatalf("due = %+v, %v", due, err)
 	}
-	if err := ob.MarkSent(ctx, id1); err != nil {
-		t.Fatal(err)
+	byID := map[string]store.OutboxEntry{due[0].ID: due[0], due[1].ID: due[1]}
+	if byID[id1].RequestID != "req-1" || byID[id1].TaskType != "email:welcome" || string(byID[id2].Payload) != `{"user_id": 2}` {
+		t.Fatalf("taken rows = %+v", due)
+	}
+	if e, _ := ob.Get(ctx, id1); e.SentAt == nil {
+		t.Fatalf("taken row not marked sent: %+v", e)
 	}
 	if err := ob.MarkFailed(ctx, id2, "redis down", time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if due, _ := ob.Due(ctx, 10); len(due) != 0 {
+	if due, _ := ob.TakeDue(ctx, 10); len(due) != 0 {
 		t.Fatalf("due after sent/failed = %+v", due)
 	}
 	st, err := ob.Stats(ctx)
@@ -177,6 +183,50 @@ func TestOutboxDueSentFailed(t *testing.T) {
 	}
 }
 
+// A row taken and then given up (MarkDead) is dead, not sent; one taken by
+// a transaction that rolls back is due again.
+func TestOutboxTakeThenDeadOrRollback(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d, _ := testenv.DB(t)
+	ob := store.NewOutbox(d)
+	dead, _ := ob.Add(ctx, "system:ping", []byte(`{}`), "")
+	back, _ := ob.Add(ctx, "system:ping", []byte(`{}`), "")
+
+	tx, err := d.Beginx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows, err := store.NewOutbox(tx).Take(ctx, []string{dead}); err != nil || len(rows) != 1 || rows[0].ID != dead {
+		t.Fatalf("Take = %+v, %v", rows, err)
+	}
+	if err := store.NewOutbox(tx).MarkDead(ctx, dead, "unknown task type"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := ob.Get(ctx, dead); e.DeadAt == nil || e.SentAt != nil || e.Attempts != 1 {
+		t.Fatalf("dead row = %+v", e)
+	}
+
+	tx, err = d.Beginx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows, err := store.NewOutbox(tx).Take(ctx, []string{back, dead}); err != nil || len(rows) != 1 || rows[0].ID != back {
+		t.Fatalf("Take = %+v, %v; want only the live row", rows, err)
+	}
+	_ = tx.Rollback()
+	if e, _ := ob.Get(ctx, back); e.SentAt != nil {
+		t.Fatalf("row taken by a rolled-back transaction is marked sent: %+v", e)
+	}
+	st, err := ob.Stats(ctx)
+	if err != nil || st.Pending != 1 || st.Dead != 1 {
+		t.Fatalf("stats = %+v, %v", st, err)
+	}
+}
+
 // Two relays (api replicas) never get the same row: SKIP LOCKED.
 func TestOutboxDueSkipsLockedRows(t *testing.T) {
 	t.Parallel()
@@ -189,11 +239,11 @@ func TestOutboxDueSkipsLockedRows(t *testing.T) {
 	defer tx1.Rollback()
 	tx2, _ := d.Beginx()
 	defer tx2.Rollback()
-	a, err := store.NewOutbox(tx1).Due(ctx, 10)
+	a, err := store.NewOutbox(tx1).TakeDue(ctx, 10)
 	if err != nil || len(a) != 1 {
 		t.Fatalf("first relay: %v %v", a, err)
 	}
-	b, err := store.NewOutbox(tx2).Due(ctx, 10)
+	b, err := store.NewOutbox(tx2).TakeDue(ctx, 10)
 	if err != nil || len(b) != 0 {
 		t.Fatalf("second relay got %v, %v; want nothing while the row is locked", b, err)
 	}

@@ -29,15 +29,9 @@ type OutboxEntry struct {
 	DeadAt *time.Time `db:"dead_at" json:"dead_at"`
 }
 
-// outboxCols are the columns of OutboxEntry, named rather than *, so that
-// the dispatcher's claim can run prepared (a prepared SELECT * fails once a
-// migration adds a column).
-const outboxCols = `id, task_type, payload, request_id, options, attempts, last_error, next_attempt_at,
-	created_at, sent_at, dead_at`
-
 // Outbox is the outbox repository. Add belongs in the business write's
-// transaction; Claim (the dispatcher's) and Due (the relay's) in the
-// transaction that sends the rows and marks them.
+// transaction; Take (the dispatcher's) and TakeDue (the relay's) in the
+// transaction that sends the rows.
 type Outbox struct{ q Querier }
 
 // NewOutbox returns a repository over q.
@@ -68,39 +62,61 @@ type TaskOptions struct {
 	Headers   map[string]string `json:"headers,omitempty"`
 }
 
-// Due locks and returns up to limit unsent rows whose next attempt is due,
-// oldest first. Rows locked by another relay (another api replica) are
-// skipped, so replicas share the work without sending a row twice at once.
-// q must be a transaction; the locks last until it ends.
-func (r *Outbox) Due(ctx context.Context, limit int) ([]OutboxEntry, error) {
+// The sender takes rows (TakeDue for the relay, Take for a dispatcher) in
+// one statement that locks them (FOR UPDATE SKIP LOCKED: rows another relay
+// or dispatcher holds are skipped, so nobody sends a row twice at once),
+// marks them sent and returns them. The caller enqueues them before its
+// transaction commits and puts back those it could not send (MarkFailed,
+// MarkDead): until the commit nobody else sees the marks, and a transaction
+// that never commits (the process died mid-batch) leaves its rows unsent.
+// Locking and marking in one statement saves a round trip per batch over a
+// SELECT … FOR UPDATE followed by an UPDATE of the rows sent. The locked IDs
+// are gathered in an ARRAY(…) so that the update finds each row through the
+// primary key: joined to the locking subquery, the planner hashed it and
+// scanned the whole table when the table was small.
+
+// takeCols are the columns a taken row carries: what the sender needs. The
+// other fields of OutboxEntry are left zero.
+const takeCols = `o.id, o.task_type, o.payload, o.request_id, o.options, o.attempts`
+
+// TakeDue takes up to limit unsent rows whose next attempt is due, oldest
+// first (see above). q must be a transaction; the locks last until it ends.
+func (r *Outbox) TakeDue(ctx context.Context, limit int) ([]OutboxEntry, error) {
 	out := []OutboxEntry{}
-	err := r.q.SelectContext(ctx, &out, dueSQL, limit)
-	return out, mapErr(err, "select due outbox rows")
+	err := r.q.SelectContext(ctx, &out, takeDueSQL, limit)
+	return out, mapErr(err, "take due outbox rows")
 }
 
-// dueSQL orders by next_attempt_at alone, the key of outbox_due_idx, so that
-// the scan stops after limit rows. Ordering by created_at as well (a tie
-// between rows of one transaction, which share both times) made PostgreSQL
-// read and sort every due row on each poll: a relay polling while a producer
-// had just added a 10,000-step group read all 10,000 rows per batch of 100
-// (5.6 ms a poll on the bench, a quarter of PostgreSQL's time in a chord).
-const dueSQL = `SELECT * FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL AND next_attempt_at <= now()
-	ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED`
+// takeDueSQL orders by next_attempt_at alone, the key of outbox_due_idx, so
+// that the scan stops after limit rows. Ordering by created_at as well (a
+// tie between rows of one transaction, which share both times) made
+// PostgreSQL read and sort every due row on each poll: a relay polling
+// while a producer had just added a 10,000-step group read all 10,000 rows
+// per batch of 100 (5.6 ms a poll on the bench, a quarter of PostgreSQL's
+// time in a chord).
+const takeDueSQL = `UPDATE outbox o SET sent_at = now(), last_error = ''
+	 WHERE o.id = ANY (ARRAY(SELECT id FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL AND next_attempt_at <= now()
+	                          ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED))
+	RETURNING ` + takeCols
 
-// Claim locks and returns the rows among ids that are still to send (not
-// sent, not dead), skipping rows another transaction holds: a row the relay
-// (or another dispatcher) has locked is theirs to send. IDs of rows that do
-// not exist — a rolled-back transaction's — are ignored. q must be a
+// Take takes the rows among ids that are still to send (not sent, not
+// dead), skipping rows another transaction holds: a row the relay (or
+// another dispatcher) has locked is theirs to send. IDs of rows that do not
+// exist — a rolled-back transaction's — are ignored. q must be a
 // transaction; the locks last until it ends.
-func (r *Outbox) Claim(ctx context.Context, ids []string) ([]OutboxEntry, error) {
+func (r *Outbox) Take(ctx context.Context, ids []string) ([]OutboxEntry, error) {
 	out := []OutboxEntry{}
-	err := r.q.SelectContext(ctx, &out,
-		`SELECT `+outboxCols+` FROM outbox WHERE id = ANY($1::uuid[]) AND sent_at IS NULL AND dead_at IS NULL
-		  FOR UPDATE SKIP LOCKED`, pq.Array(ids))
-	return out, mapErr(err, "claim outbox rows")
+	err := r.q.SelectContext(ctx, &out, takeSQL, pq.Array(ids))
+	return out, mapErr(err, "take outbox rows")
 }
 
-// MarkSent records that rows ids were enqueued, in one statement.
+const takeSQL = `UPDATE outbox o SET sent_at = now(), last_error = ''
+	 WHERE o.id = ANY (ARRAY(SELECT id FROM outbox WHERE id = ANY($1::uuid[]) AND sent_at IS NULL AND dead_at IS NULL
+	                          FOR UPDATE SKIP LOCKED))
+	RETURNING ` + takeCols
+
+// MarkSent records that rows ids were enqueued, in one statement (Take and
+// TakeDue do it as they lock the rows).
 func (r *Outbox) MarkSent(ctx context.Context, ids ...string) error {
 	if len(ids) == 0 {
 		return nil
@@ -111,20 +127,22 @@ func (r *Outbox) MarkSent(ctx context.Context, ids ...string) error {
 }
 
 // MarkFailed records a failed attempt of row id and schedules the next one
-// after backoff.
+// after backoff. A row taken in this transaction is unsent again.
 func (r *Outbox) MarkFailed(ctx context.Context, id, reason string, backoff time.Duration) error {
 	_, err := r.q.ExecContext(ctx,
-		`UPDATE outbox SET attempts = attempts + 1, last_error = $2,
+		`UPDATE outbox SET sent_at = NULL, attempts = attempts + 1, last_error = $2,
 		        next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1`,
 		id, reason, backoff.Seconds())
 	return mapErr(err, "mark outbox failed "+id)
 }
 
 // MarkDead gives up row id: it can never become a task, for reason. It is
-// no longer due and no longer pending; RequeueDead brings it back.
+// no longer due and no longer pending (nor sent, if it was taken in this
+// transaction); RequeueDead brings it back.
 func (r *Outbox) MarkDead(ctx context.Context, id, reason string) error {
 	_, err := r.q.ExecContext(ctx,
-		`UPDATE outbox SET attempts = attempts + 1, last_error = $2, dead_at = now() WHERE id = $1`, id, reason)
+		`UPDATE outbox SET sent_at = NULL, attempts = attempts + 1, last_error = $2, dead_at = now()
+		  WHERE id = $1`, id, reason)
 	return mapErr(err, "mark outbox dead "+id)
 }
 

@@ -6,13 +6,16 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lib/pq"
+
 	"github.com/conveyor-run/conveyor/internal/testenv"
 )
 
-// Due reads only the rows it returns: with thousands of rows due (a
+// TakeDue reads only the rows it returns: with thousands of rows due (a
 // producer's big group), its plan walks outbox_due_idx and stops at the
-// limit instead of sorting every due row.
-func TestDueStopsAtItsLimit(t *testing.T) {
+// limit instead of sorting every due row, and marks each row through its
+// primary key, not by scanning the table.
+func TestTakeDueStopsAtItsLimit(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	d, _ := testenv.DB(t)
@@ -24,7 +27,7 @@ func TestDueStopsAtItsLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	var plan []byte
-	if err := d.GetContext(ctx, &plan, `EXPLAIN (FORMAT JSON) `+dueSQL, 100); err != nil {
+	if err := d.GetContext(ctx, &plan, `EXPLAIN (FORMAT JSON) `+takeDueSQL, 100); err != nil {
 		t.Fatal(err)
 	}
 	var nodes []struct {
@@ -34,15 +37,46 @@ func TestDueStopsAtItsLimit(t *testing.T) {
 		t.Fatalf("plan %s: %v", plan, err)
 	}
 	p := string(nodes[0].Plan)
-	if strings.Contains(p, `"Sort"`) || !strings.Contains(p, "outbox_due_idx") {
-		t.Errorf("Due's plan sorts the due rows or does not use outbox_due_idx: %s", p)
+	if strings.Contains(p, `"Sort"`) || !strings.Contains(p, "outbox_due_idx") || strings.Contains(p, "Seq Scan") {
+		t.Errorf("TakeDue's plan sorts the due rows, does not use outbox_due_idx or scans the table: %s", p)
 	}
 	tx, err := d.BeginTxx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tx.Rollback()
-	if rows, err := NewOutbox(tx).Due(ctx, 100); err != nil || len(rows) != 100 {
-		t.Errorf("Due = %d rows, %v; want 100", len(rows), err)
+	if rows, err := NewOutbox(tx).TakeDue(ctx, 100); err != nil || len(rows) != 100 {
+		t.Errorf("TakeDue = %d rows, %v; want 100", len(rows), err)
+	}
+}
+
+// Take probes the primary key for the IDs it is given, to lock them and to
+// mark them, rather than scanning the table.
+func TestTakeProbesThePrimaryKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d, _ := testenv.DB(t)
+	var ids []string
+	if err := d.SelectContext(ctx, &ids, `INSERT INTO outbox (task_type, payload)
+		SELECT 'system:ping', '{}' FROM generate_series(1, 5000) RETURNING id::text`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.ExecContext(ctx, `ANALYZE outbox`); err != nil {
+		t.Fatal(err)
+	}
+	var plan []byte
+	if err := d.GetContext(ctx, &plan, `EXPLAIN (FORMAT JSON) `+takeSQL, pq.Array(ids[:50])); err != nil {
+		t.Fatal(err)
+	}
+	if p := string(plan); strings.Contains(p, "Seq Scan") || strings.Contains(p, "Hash") || strings.Count(p, "outbox_pkey") != 2 {
+		t.Errorf("Take's plan does not probe outbox_pkey twice (lock, mark): %s", p)
+	}
+	tx, err := d.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if rows, err := NewOutbox(tx).Take(ctx, ids[:500]); err != nil || len(rows) != 500 {
+		t.Errorf("Take = %d rows, %v; want 500", len(rows), err)
 	}
 }
