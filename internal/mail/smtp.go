@@ -18,10 +18,13 @@ import (
 // Connections are kept between messages (up to maxIdleSMTP idle ones):
 // dialling, the greeting, EHLO, STARTTLS and AUTH, then QUIT, for every
 // message cost more than the message itself (a quarter of the worker's CPU
-// in the orders benchmark). A kept connection is checked with NOOP before
-// each message (go-mail's SendWithSMTPClient does); one the server has
-// closed meanwhile is replaced by a new one for the same message, since
-// nothing of it was sent.
+// in the orders benchmark). A message is MAIL, RCPT, DATA and its end: four
+// round trips. go-mail would add a NOOP before each message and a NOOP and
+// an RSET after it; none is needed (a server is ready for the next MAIL
+// once it has answered the message, RFC 5321 §4.1.4), and each round trip
+// costs both sides system calls. So a kept connection that the server has
+// closed meanwhile shows at the message's MAIL command, with no reply: the
+// message then goes on a new connection, since nothing of it was sent.
 type SMTP struct {
 	from   string
 	client *gomail.Client // settings and dialling; safe for concurrent use
@@ -41,7 +44,8 @@ func NewSMTP(rawURL, from string) (*SMTP, error) {
 	if err != nil {
 		return nil, fmt.Errorf("SMTP_URL: port %q: %w", u.Port(), err)
 	}
-	opts := []gomail.Option{gomail.WithPort(port), gomail.WithTimeout(15 * time.Second)}
+	opts := []gomail.Option{gomail.WithPort(port), gomail.WithTimeout(15 * time.Second),
+		gomail.WithoutNoop(), gomail.WithoutRset()}
 	if u.Scheme == "smtps" {
 		opts = append(opts, gomail.WithSSL())
 	} else {
@@ -120,7 +124,7 @@ func (s *SMTP) Send(ctx context.Context, m Message) error {
 		return fmt.Errorf("smtp send to %s: %w", m.To, err)
 	}
 	err = s.client.SendWithSMTPClient(sc, msg)
-	if kept && connCheckFailed(err) {
+	if kept && staleConn(err) {
 		// The kept connection is gone (the server closed it while idle):
 		// nothing was sent, so the message goes on a new one.
 		s.release(sc, false)
@@ -146,9 +150,13 @@ func (s *SMTP) Send(ctx context.Context, m Message) error {
 	return fmt.Errorf("smtp send to %s: %w", m.To, err)
 }
 
-// connCheckFailed reports a send that stopped at the connection check
-// before the message, i.e. sent nothing.
-func connCheckFailed(err error) bool {
+// staleConn reports a send that failed on the connection itself before
+// the message: at go-mail's connection check, or at MAIL without an SMTP
+// reply (the server had closed the kept connection). Nothing was sent.
+func staleConn(err error) bool {
 	var se *gomail.SendError
-	return errors.As(err, &se) && se.Reason == gomail.ErrConnCheck
+	if !errors.As(err, &se) {
+		return false
+	}
+	return se.Reason == gomail.ErrConnCheck || (se.Reason == gomail.ErrSMTPMailFrom && se.ErrorCode() == 0)
 }

@@ -20,6 +20,7 @@ type scriptedSMTP struct {
 	addr      string
 	received  atomic.Int32
 	conns     atomic.Int32
+	noopRset  atomic.Int32 // NOOP and RSET commands: round trips a sender need not make
 	afterData string
 	dropAfter bool
 }
@@ -84,7 +85,10 @@ func (s *scriptedSMTP) serve(conn net.Conn) {
 		case strings.HasPrefix(cmd, "QUIT"):
 			say("221 bye")
 			return
-		default: // MAIL, RCPT, RSET, NOOP
+		case strings.HasPrefix(cmd, "NOOP"), strings.HasPrefix(cmd, "RSET"):
+			s.noopRset.Add(1)
+			say("250 OK")
+		default: // MAIL, RCPT
 			say("250 OK")
 		}
 	}
@@ -165,6 +169,9 @@ func TestSMTPKeepsConnectionsBetweenMessages(t *testing.T) {
 			}
 			if got := srv.conns.Load(); got != tc.wantConns {
 				t.Fatalf("%d connections, want %d", got, tc.wantConns)
+			}
+			if got := srv.noopRset.Load(); got != 0 {
+				t.Fatalf("%d NOOP or RSET commands, want none: a message is MAIL, RCPT and DATA", got)
 			}
 		})
 	}
