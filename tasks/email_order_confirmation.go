@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/conveyor-run/conveyor/internal/mail"
+	"github.com/conveyor-run/conveyor/internal/stack"
 	"github.com/conveyor-run/conveyor/internal/store"
 )
 
@@ -34,6 +35,7 @@ func (p EmailOrderConfirmationPayload) Validate() error {
 
 func handleEmailOrderConfirmation(d Deps) Handler[EmailOrderConfirmationPayload] {
 	return func(ctx context.Context, p EmailOrderConfirmationPayload) error {
+		stack.GrowDeep() // JSON by reflection, templates, SMTP: deeper than the 16 KB every task gets
 		o, u, err := d.orders().GetWithCustomer(ctx, p.OrderID)
 		if errors.Is(err, store.ErrNotFound) {
 			return Permanent(err)

@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/conveyor-run/conveyor/internal/mail"
+	"github.com/conveyor-run/conveyor/internal/stack"
 	"github.com/conveyor-run/conveyor/internal/store"
 )
 
@@ -34,6 +35,7 @@ func (p EmailWelcomePayload) Validate() error {
 
 func handleEmailWelcome(d Deps) Handler[EmailWelcomePayload] {
 	return func(ctx context.Context, p EmailWelcomePayload) error {
+		stack.GrowDeep() // JSON by reflection, templates, SMTP: deeper than the 16 KB every task gets
 		u, err := store.NewUsers(d.DB).Get(ctx, p.UserID)
 		if errors.Is(err, store.ErrNotFound) {
 			return Permanent(err)

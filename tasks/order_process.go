@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/conveyor-run/conveyor/internal/stack"
 	"github.com/conveyor-run/conveyor/internal/store"
 )
 
@@ -39,6 +40,7 @@ func (p OrderProcessPayload) Validate() error {
 
 func handleOrderProcess(d Deps) Handler[OrderProcessPayload] {
 	return func(ctx context.Context, p OrderProcessPayload) error {
+		stack.GrowDeep() // JSON by reflection, templates, SMTP: deeper than the 16 KB every task gets
 		orders := d.orders()
 		err := processOrder(ctx, orders, p.OrderID, d.OrderProcessDelay)
 		// A cancelled context is not the order's fault: the worker is

@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/conveyor-run/conveyor/internal/stack"
 )
 
 // Func runs one batch: it returns one output per input, in order, or an
@@ -138,8 +140,11 @@ func (c *Coalescer[In, Out]) add(in In) *call[In, Out] {
 	return k
 }
 
-// flush runs batches until no call is waiting.
+// flush runs batches until no call is waiting, on a goroutine of its own:
+// its stack is grown at the top (package stack), not under a driver's
+// read.
 func (c *Coalescer[In, Out]) flush() {
+	stack.GrowDeep()
 	for first := true; ; first = false {
 		c.mu.Lock()
 		n := len(c.queue)

@@ -28,6 +28,7 @@ func recurse(n, top int) int {
 	local := n
 	if n == 0 {
 		Grow()
+		GrowDeep()
 		return 0
 	}
 	return local + recurse(n-1, top)
