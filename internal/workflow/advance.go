@@ -281,7 +281,7 @@ func NewAdvancer(d *sqlx.DB, dispatch Dispatcher, metrics *observe.WorkflowMetri
 	a := &Advancer{db: d, prepared: prepared, dispatch: dispatch, metrics: metrics, log: log.With("component", "workflow"),
 		states: newStateReads(d, prepared), starts: map[store.StepKey]time.Time{}}
 	// A batch is one transaction: it commits all its outcomes or none.
-	a.outcomes = batch.New(maxBatch, 30*time.Second, a.record, batch.Linger(lingerFor, lingerBelow), batch.FailTogether())
+	a.outcomes = batch.New(maxBatch, 30*time.Second, a.record, batch.Linger(lingerFor, lingerBelow), batch.Busy(busyWithin), batch.FailTogether())
 	return a
 }
 
