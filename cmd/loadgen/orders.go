@@ -138,11 +138,11 @@ func runOrders(open bool) func(context.Context, *Env) (Metrics, error) {
 // orderTables are the tables an orders run writes.
 const orderTables = "orders, workflows, workflow_steps, workflow_edges, outbox, email_log"
 
-// settleOrderTables vacuums and analyzes the tables an orders run writes,
-// before the run, as pgbench vacuums its tables before each test: a run
-// then pays for its own dead rows, not for the ~25,000 orders' worth the
-// closed loop before it left to autovacuum, which otherwise ran during the
-// next (open-loop) run and halved what it measured.
+// settleOrderTables vacuums and analyzes the tables an orders run (and a
+// chord) writes, before the run, as pgbench vacuums its tables before each
+// test: a run then pays for its own dead rows, not for the ~25,000 orders'
+// worth the closed loop before it left to autovacuum, which otherwise ran
+// during the next (open-loop) run and halved what it measured.
 func settleOrderTables(ctx context.Context, env *Env) error {
 	if _, err := env.DB.ExecContext(ctx, `VACUUM (ANALYZE) `+orderTables); err != nil {
 		return fmt.Errorf("vacuum the order tables before the run: %w", err)
