@@ -143,10 +143,10 @@ func (c *cluster) pending() int64 {
 
 // fires counts, per task ID, the "enqueued" fire outcomes logged by all
 // replicas, and the "duplicate" ones.
-func (c *cluster) fires() (enqueued map[string]int, duplicates int) {
+func (c *cluster) fires() (enqueued, duplicates map[string]int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	enqueued = map[string]int{}
+	enqueued, duplicates = map[string]int{}, map[string]int{}
 	for _, p := range c.all {
 		sc := bufio.NewScanner(strings.NewReader(p.Output()))
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -163,7 +163,7 @@ func (c *cluster) fires() (enqueued map[string]int, duplicates int) {
 			case schedule.FireEnqueued:
 				enqueued[line.TaskID]++
 			case schedule.FireDuplicate:
-				duplicates++
+				duplicates[line.TaskID]++
 			}
 		}
 	}
@@ -196,16 +196,21 @@ func (c *cluster) checkExactlyOnce(name string) []int64 {
 		c.t.Errorf("pending tasks = %d, distinct ticks = %d", n, len(ticks))
 	}
 	enq, dups := c.fires()
-	multi := 0
+	multi, refused := 0, 0
 	for _, tick := range ticks {
 		id := fmt.Sprintf("schedule:%s:%d", name, tick)
-		if enq[id] != 1 {
+		refused += dups[id]
+		// A replica SIGKILLed right after enqueueing a tick can die before
+		// its log line is written: then a later replica's attempt refused
+		// by task ID is the evidence that the tick was enqueued (Redis
+		// holds one task per tick, checked above).
+		if enq[id] != 1 && (enq[id] != 0 || dups[id] == 0) {
 			multi++
-			c.t.Errorf("tick %d: logged as enqueued %d times, want 1", tick, enq[id])
+			c.t.Errorf("tick %d: logged as enqueued %d times (refused as a duplicate %d times), want 1", tick, enq[id], dups[id])
 		}
 	}
 	c.t.Logf("%s: %d ticks %d..%d, gaps %d, ticks not enqueued exactly once %d, duplicate attempts refused by task ID %d",
-		name, len(ticks), ticks[0], ticks[len(ticks)-1], len(gaps(ticks)), multi, dups)
+		name, len(ticks), ticks[0], ticks[len(ticks)-1], len(gaps(ticks)), multi, refused)
 	return ticks
 }
 
