@@ -38,6 +38,7 @@ type Params struct {
 	BatchSize         int           // enqueue: tasks per batch request
 	Rate              int           // orders: open-loop arrivals per second
 	RateDuration      time.Duration // orders: length of the open-loop run
+	RateWarmup        time.Duration // orders: open-loop arrivals before the measured run
 	OrderWorkers      int           // orders: WORKER_CONCURRENCY of the worker
 	OrderDBConns      string        // orders: DATABASE_MAX_CONNS of the api and the worker ("api,worker")
 	PickupRate        int           // pickup: tasks per second
@@ -69,6 +70,7 @@ func (p *Params) register(fs *flag.FlagSet) {
 	fs.IntVar(&p.BatchSize, "batch", 100, "enqueue: tasks per POST /api/v1/tasks/batch")
 	fs.IntVar(&p.Rate, "rate", 500, "orders: open-loop arrival rate (orders/s)")
 	fs.DurationVar(&p.RateDuration, "rate-duration", 10*time.Second, "orders: length of the open-loop run")
+	fs.DurationVar(&p.RateWarmup, "rate-warmup", 2*time.Second, "orders: open-loop arrivals at -rate before the measured -rate-duration (reported apart as warmup_*)")
 	fs.IntVar(&p.OrderWorkers, "order-workers", 50, "orders: WORKER_CONCURRENCY of the worker")
 	fs.StringVar(&p.OrderDBConns, "order-db-conns", "", `orders: DATABASE_MAX_CONNS of the api and the worker, "api,worker" (default: the binaries' default)`)
 	fs.IntVar(&p.PickupRate, "pickup-rate", 20, "pickup: tasks per second into an idle worker")

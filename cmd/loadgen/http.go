@@ -116,22 +116,38 @@ func closedLoop(ctx context.Context, conns int, d time.Duration, do func(ctx con
 // (each call's latency counts from its scheduled start, so a stalled server
 // cannot hide its queueing), at most maxInFlight at once.
 func openLoop(ctx context.Context, rate int, d time.Duration, maxInFlight int, do func(ctx context.Context) error) (*latencies, int) {
-	lat := &latencies{}
+	lat, _, dropped := warmOpenLoop(ctx, rate, 0, d, maxInFlight, nil, func(ctx context.Context, _ bool) error { return do(ctx) })
+	return lat, dropped
+}
+
+// warmOpenLoop is openLoop preceded by warmup at the same rate: the calls
+// scheduled in the warm-up go to warm, the others to lat, and do learns
+// which it runs (measured). measure, if not nil, is called when the first
+// measured call is due, so that meters start with the measurement. dropped
+// counts the calls not sent because maxInFlight were in flight, warm-up
+// included.
+func warmOpenLoop(ctx context.Context, rate int, warmup, d time.Duration, maxInFlight int, measure func(),
+	do func(ctx context.Context, measured bool) error) (lat, warm *latencies, dropped int) {
+	lat, warm = &latencies{}, &latencies{}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, maxInFlight)
 	interval := time.Second / time.Duration(rate)
 	start := time.Now()
-	n := int(d.Seconds() * float64(rate))
-	dropped := 0
+	nWarm := int(warmup.Seconds() * float64(rate))
+	n := nWarm + int(d.Seconds()*float64(rate))
 	for i := range n {
 		at := start.Add(time.Duration(i) * interval)
 		if w := time.Until(at); w > 0 {
 			select {
 			case <-ctx.Done():
 				wg.Wait()
-				return lat, dropped
+				return lat, warm, dropped
 			case <-time.After(w):
 			}
+		}
+		measured := i >= nWarm
+		if i == nWarm && measure != nil {
+			measure()
 		}
 		select {
 		case sem <- struct{}{}:
@@ -139,19 +155,23 @@ func openLoop(ctx context.Context, rate int, d time.Duration, maxInFlight int, d
 			dropped++ // too many in flight: counted, not sent
 			continue
 		}
+		into := warm
+		if measured {
+			into = lat
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := do(ctx); err != nil {
-				if lat.err.Add(1) == 1 {
+			if err := do(ctx, measured); err != nil {
+				if into.err.Add(1) == 1 {
 					fmt.Printf("  first error: %v\n", err)
 				}
 				return
 			}
-			lat.add(time.Since(at))
+			into.add(time.Since(at))
 		}()
 	}
 	wg.Wait()
-	return lat, dropped
+	return lat, warm, dropped
 }

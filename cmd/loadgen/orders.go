@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -71,8 +72,8 @@ func runOrders(open bool) func(context.Context, *Env) (Metrics, error) {
 		}
 		c := httpClient(conns)
 		var mu sync.Mutex
-		var ids []int64
-		place := func(ctx context.Context) error {
+		var ids, warmIDs []int64 // measured orders, warm-up orders
+		place := func(ctx context.Context, measured bool) error {
 			var o struct {
 				ID int64 `json:"id"`
 			}
@@ -80,7 +81,11 @@ func runOrders(open bool) func(context.Context, *Env) (Metrics, error) {
 				return err
 			}
 			mu.Lock()
-			ids = append(ids, o.ID)
+			if measured {
+				ids = append(ids, o.ID)
+			} else {
+				warmIDs = append(warmIDs, o.ID)
+			}
 			mu.Unlock()
 			return nil
 		}
@@ -90,20 +95,34 @@ func runOrders(open bool) func(context.Context, *Env) (Metrics, error) {
 			name, span = "orders-open", env.P.RateDuration
 		}
 		span -= time.Second
-		profiled := []func() error{env.profile(ctx, api, name+"-api", span), env.profile(ctx, worker, name+"-worker", span)}
-		m := env.meter(ctx, api, worker)
-		pg0 := env.pgCPU()
-		var lat *latencies
+		// The meters and profiles start with the measurement: after the
+		// open loop's warm-up, when the processes have opened their
+		// connections and grown their heaps and stacks.
+		var (
+			profiled    []func() error
+			m           *cpuMeter
+			pg0, self0  time.Duration
+			measureFrom time.Time
+		)
+		measure := func() {
+			profiled = []func() error{env.profile(ctx, api, name+"-api", span), env.profile(ctx, worker, name+"-worker", span)}
+			m = env.meter(ctx, api, worker)
+			pg0, self0, measureFrom = env.pgCPU(), procCPU(os.Getpid()), time.Now()
+		}
+		var lat, warm *latencies
 		var wall time.Duration
 		out := Metrics{}
 		if open {
 			var dropped int
-			t := time.Now()
-			lat, dropped = openLoop(ctx, env.P.Rate, env.P.RateDuration, conns, place)
-			wall = time.Since(t)
+			lat, warm, dropped = warmOpenLoop(ctx, env.P.Rate, env.P.RateWarmup, env.P.RateDuration, conns, measure, place)
+			wall = time.Since(measureFrom)
 			out["dropped"] = float64(dropped)
+			if w := warm.sorted(); len(w) > 0 {
+				out["warmup_post_p99_ms"] = percentile(w, 99)
+			}
 		} else {
-			lat, wall = closedLoop(ctx, conns, env.P.Duration, place)
+			measure()
+			lat, wall = closedLoop(ctx, conns, env.P.Duration, func(ctx context.Context) error { return place(ctx, true) })
 		}
 		for _, wait := range profiled {
 			if err := wait(); err != nil {
@@ -115,18 +134,33 @@ func runOrders(open bool) func(context.Context, *Env) (Metrics, error) {
 		out["post_p50_ms"] = percentile(s, 50)
 		out["post_p99_ms"] = percentile(s, 99)
 		out["errors"] = float64(lat.err.Load())
+		if open {
+			out["errors"] += float64(warm.err.Load()) // an error in the warm-up is an error too
+		}
 
+		if len(warmIDs) > 0 {
+			// Waited for first (they were placed first), reported apart.
+			warmE2E, err := waitOrders(ctx, env, warmIDs, env.P.CompletionTimeout)
+			if err != nil {
+				return nil, fmt.Errorf("warm-up orders: %w", err)
+			}
+			out["warmup_email_sent_p99_ms"] = warmE2E["email_sent_p99_ms"]
+		}
 		e2e, err := waitOrders(ctx, env, ids, env.P.CompletionTimeout)
 		if err != nil {
 			return nil, err
 		}
 		pcpu, rcpu, _ := m.read(ctx)
+		self := procCPU(os.Getpid()) - self0
 		for k, v := range e2e {
 			out[k] = v
 		}
 		if n := float64(len(ids)); n > 0 {
 			out["app_cpu_us_per_order"] = float64(pcpu.Microseconds()) / n
 			out["redis_cpu_us_per_order"] = float64(rcpu.Microseconds()) / n
+			// The load tool's own share (HTTP client, SMTP sink, polling),
+			// taken from the same two cores.
+			out["loadgen_cpu_us_per_order"] = float64(self.Microseconds()) / n
 			if pg := env.pgCPU() - pg0; pg > 0 {
 				out["pg_cpu_us_per_order"] = float64(pg.Microseconds()) / n
 			}
