@@ -50,7 +50,7 @@ type Params struct {
 	ChainLength       int           // workflow: steps of the chain
 	GroupSize         int           // workflow: steps of the chord (group + callback) and plain pings
 	ProfileDir        string        // enqueue, worker, orders, workflow: where to write CPU profiles of the api or worker ("": none)
-	HTTPClient        string        // enqueue: "lean" or "net/http"
+	HTTPClient        string        // enqueue, orders: "lean" or "net/http"
 	ProfileSpan       time.Duration // worker: length of the worker's CPU profile
 	APIEnv            string        // extra KEY=value,… for every api started (experiments)
 	WorkerEnv         string        // extra KEY=value,… for every worker started (experiments)
@@ -84,7 +84,7 @@ func (p *Params) register(fs *flag.FlagSet) {
 	fs.DurationVar(&p.ProfileSpan, "profile-span", 3*time.Second, "worker, workflow: with -profile, how long the worker is profiled from its first dequeue (keep it within the drain)")
 	fs.StringVar(&p.APIEnv, "api-env", "", "extra environment for every api started, KEY=value[,KEY=value…] (after the scenario's own, so it wins): to try a setting such as GOGC=400")
 	fs.StringVar(&p.WorkerEnv, "worker-env", "", "extra environment for every worker started, KEY=value[,KEY=value…] (after the scenario's own, so it wins)")
-	fs.StringVar(&p.HTTPClient, "http-client", "lean", "enqueue: HTTP client of the load generator: lean (keep-alive HTTP/1.1 client of loadgen's own, as wrk) or net/http (Go's)")
+	fs.StringVar(&p.HTTPClient, "http-client", "lean", "enqueue, orders: HTTP client of the load generator: lean (keep-alive HTTP/1.1 client of loadgen's own, as wrk) or net/http (Go's)")
 	fs.IntVar(&p.PGPid, "pg-pid", 0, "orders: pid of the bench PostgreSQL postmaster, to report its CPU per order")
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -40,39 +41,52 @@ func newLeanRequest(host, path, token string, body []byte) leanRequest {
 }
 
 // leanClient holds up to conns keep-alive connections to addr; each call
-// takes one, so conns calls run at once.
+// takes one, so conns calls run at once. The connection used last is used
+// next: a client allowed many connections (an open loop's bound on calls in
+// flight) opens only as many as calls really overlap.
 type leanClient struct {
 	addr  string
-	conns chan *leanConn
+	slots chan struct{} // one per call in flight
+
+	mu   sync.Mutex
+	idle []*leanConn // most recently used last
 }
 
 func newLeanClient(addr string, conns int) *leanClient {
-	c := &leanClient{addr: addr, conns: make(chan *leanConn, conns)}
-	for range conns {
-		c.conns <- &leanConn{}
-	}
-	return c
+	return &leanClient{addr: addr, slots: make(chan struct{}, conns)}
 }
 
 // Close closes every connection (call it when no call is running).
 func (c *leanClient) Close() {
-	for range cap(c.conns) {
-		lc := <-c.conns
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, lc := range c.idle {
 		lc.close()
 	}
+	c.idle = nil
 }
 
 // Do sends req and returns the answer's status and body; the body is valid
 // until the next call on the same connection, so check it inside check,
 // which may turn an unexpected answer into an error.
 func (c *leanClient) Do(ctx context.Context, req leanRequest, check func(status int, body []byte) error) error {
-	var lc *leanConn
 	select {
-	case lc = <-c.conns:
+	case c.slots <- struct{}{}:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	defer func() { c.conns <- lc }()
+	defer func() { <-c.slots }()
+	c.mu.Lock()
+	lc := &leanConn{}
+	if n := len(c.idle); n > 0 {
+		lc, c.idle = c.idle[n-1], c.idle[:n-1]
+	}
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.idle = append(c.idle, lc)
+		c.mu.Unlock()
+	}()
 	status, body, err := lc.roundTrip(c.addr, req)
 	if err != nil {
 		lc.close() // the next call dials again

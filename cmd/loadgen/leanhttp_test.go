@@ -110,3 +110,25 @@ func TestCheckEnqueued(t *testing.T) {
 		t.Error("an empty body passed")
 	}
 }
+
+func TestLeadingID(t *testing.T) {
+	for _, tc := range []struct {
+		body string
+		want int64
+	}{
+		{`{"id":123,"user_id":7}`, 123},
+		{`{"id":9}`, 9},
+		{`{"id":1234567890123,"status":"pending"}`, 1234567890123},
+		{`{"user_id":7,"id":123}`, 0}, // not leading: decoded in full instead
+		{`{"id":"12"}`, 0},
+		{`{"id":,}`, 0},
+		{`{"id":-3,}`, 0},
+		{`{"id":12`, 0},
+		{`{"id":1234567890123456789012}`, 0},
+		{``, 0},
+	} {
+		if got := leadingID([]byte(tc.body)); got != tc.want {
+			t.Errorf("leadingID(%s) = %d, want %d", tc.body, got, tc.want)
+		}
+	}
+}
