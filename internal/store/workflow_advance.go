@@ -305,3 +305,122 @@ func splitKeys(keys []StepKey) (wfs, steps []string) {
 	}
 	return wfs, steps
 }
+
+// SucceededBatch is what SucceedSteps did.
+type SucceededBatch struct {
+	Finished []StepKey   // the steps it moved from enqueued to succeeded
+	Enqueued []ReadyStep // the children that became ready, sent to the outbox
+	Before   []Workflow  // the workflows it locked, as they were
+	After    []Workflow  // those it settled, as they are now
+}
+
+// SucceedSteps records ends, every one a success (State is ignored), in
+// one statement: what LockAll, FinishSteps, ReleaseChildren, EnqueueSteps
+// and SettleAll do one after the other for a batch without a failure, in
+// one round trip and, outside a transaction, without BEGIN and COMMIT (a
+// statement is atomic on its own). Without a failure there is no cancel
+// cascade, so nothing is left for the caller to decide between the steps.
+// ends must name each step at most once.
+//
+// The workflows are locked first, in id order, as LockAll does: the lock
+// CTE is read whole by an InitPlan of the finishing UPDATE before it
+// changes any row. A row another transaction changed meanwhile is updated
+// in its newest version (READ COMMITTED rechecks each UPDATE's conditions
+// against it), so concurrent batches over one chord count every parent.
+// A waiting child whose parents are all finished is enqueued if its
+// workflow was running; a child that has a failed parent and must be
+// cancelled for it is never waiting (the batch that failed the parent
+// cancelled it).
+func (r *Workflows) SucceedSteps(ctx context.Context, ends []StepEnd) (SucceededBatch, error) {
+	n := len(ends)
+	wfs, steps, results, errs, started, finished := make([]string, n), make([]string, n), make([]string, n),
+		make([]string, n), make([]string, n), make([]string, n)
+	retried := make([]int64, n)
+	var ids []string
+	seen := map[string]bool{}
+	for i, e := range ends {
+		wfs[i], steps[i], results[i], errs[i] = e.WorkflowID, e.StepID, string(e.Result), e.Error
+		started[i], finished[i], retried[i] = pgTime(e.StartedAt), pgTime(e.FinishedAt), int64(e.Retried)
+		if !seen[e.WorkflowID] {
+			seen[e.WorkflowID] = true
+			ids = append(ids, e.WorkflowID)
+		}
+	}
+	var rows []struct {
+		Kind   string `db:"kind"`
+		StepID string `db:"step_id"`
+		TaskID string `db:"task_id"`
+		Workflow
+	}
+	err := r.q.SelectContext(ctx, &rows, succeedStepsSQL,
+		pq.Array(ids), pq.Array(wfs), pq.Array(steps), pq.Array(results), pq.Array(errs),
+		pq.Array(started), pq.Array(finished), pq.Array(retried))
+	if err != nil {
+		return SucceededBatch{}, mapErr(err, "record succeeded workflow steps")
+	}
+	var out SucceededBatch
+	for _, row := range rows {
+		switch row.Kind {
+		case "f":
+			out.Finished = append(out.Finished, StepKey{WorkflowID: row.ID, StepID: row.StepID})
+		case "e":
+			out.Enqueued = append(out.Enqueued, ReadyStep{StepKey: StepKey{WorkflowID: row.ID, StepID: row.StepID}, TaskID: row.TaskID})
+		case "b":
+			out.Before = append(out.Before, row.Workflow)
+		case "a":
+			out.After = append(out.After, row.Workflow)
+		}
+	}
+	return out, nil
+}
+
+// succeedStepsSQL is SucceedSteps' statement. Its answer is one row per
+// thing done, told apart by kind: f a step finished, e a child enqueued
+// (with its task ID), b a workflow as locked, a a workflow as settled; the
+// workflow columns of f and e rows are placeholders but for the ID.
+const succeedStepsSQL = `WITH u AS (
+	     SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[])
+	            AS u(wf, step, result, error, started, finished, retried)
+	 ), lock AS MATERIALIZED (
+	     SELECT ` + workflowCols + ` FROM workflows w WHERE w.id = ANY($1::uuid[]) ORDER BY w.id FOR UPDATE
+	 ), fin AS (
+	     UPDATE workflow_steps s
+	        SET state = 'succeeded', result = NULLIF(u.result, '')::jsonb, error = u.error,
+	            started_at = COALESCE(s.started_at, NULLIF(u.started, '')::timestamptz),
+	            finished_at = COALESCE(NULLIF(u.finished, '')::timestamptz, now()), retried = u.retried
+	       FROM u
+	      WHERE s.workflow_id = u.wf AND s.step_id = u.step AND s.state = 'enqueued'
+	        AND u.wf = ANY (ARRAY(SELECT id FROM lock))
+	     RETURNING s.workflow_id, s.step_id
+	 ), agg AS (
+	     SELECT e.workflow_id, e.child, count(*)::int AS n
+	       FROM fin JOIN workflow_edges e ON e.workflow_id = fin.workflow_id AND e.parent = fin.step_id
+	      GROUP BY e.workflow_id, e.child
+	 ), rel AS (
+	     UPDATE workflow_steps s
+	        SET parents_left = s.parents_left - agg.n,
+	            state = CASE WHEN s.parents_left - agg.n = 0 AND l.state = 'running' THEN 'enqueued' ELSE s.state END,
+	            enqueued_at = CASE WHEN s.parents_left - agg.n = 0 AND l.state = 'running' THEN now() ELSE s.enqueued_at END
+	       FROM agg JOIN lock l ON l.id = agg.workflow_id
+	      WHERE s.workflow_id = agg.workflow_id AND s.step_id = agg.child AND s.state = 'waiting'
+	     RETURNING s.workflow_id, s.step_id, s.state, s.task_id, s.task_type, s.payload, l.request_id,
+	               ` + stepTaskOptions + ` AS options
+	 ), sent AS (
+	     INSERT INTO outbox (id, task_type, payload, request_id, options)
+	     SELECT task_id, task_type, payload, request_id, options FROM rel WHERE state = 'enqueued'
+	 ), cnt AS (
+	     SELECT workflow_id, count(*)::int AS fin FROM fin GROUP BY workflow_id
+	 ), settle AS (
+	     UPDATE workflows w SET steps_open = w.steps_open - cnt.fin, updated_at = now(),
+	            state = CASE WHEN w.state = 'running' AND w.steps_open - cnt.fin <= 0
+	                         THEN CASE WHEN w.steps_failed > 0 THEN 'failed' ELSE 'succeeded' END
+	                         ELSE w.state END,
+	            finished_at = CASE WHEN w.state = 'running' AND w.steps_open - cnt.fin <= 0 THEN now() ELSE w.finished_at END
+	       FROM cnt WHERE w.id = cnt.workflow_id
+	     RETURNING ` + workflowCols + `
+	 )
+	 SELECT 'b' AS kind, '' AS step_id, '' AS task_id, w.* FROM lock w
+	 UNION ALL SELECT 'a', '', '', w.* FROM settle w
+	 UNION ALL SELECT 'f', step_id, '', workflow_id, '', '', 0, 0, 0, '', now(), now(), NULL::timestamptz FROM fin
+	 UNION ALL SELECT 'e', step_id, task_id::text, workflow_id, '', '', 0, 0, 0, '', now(), now(), NULL::timestamptz
+	             FROM rel WHERE state = 'enqueued'`

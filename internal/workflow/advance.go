@@ -75,7 +75,79 @@ func Finish(ctx context.Context, tx *sqlx.Tx, ref tasks.StepRef, o tasks.StepOut
 // transitively, enqueues the children that became ready, and settles each
 // workflow once. A report of an unknown workflow changes nothing.
 func FinishBatch(ctx context.Context, tx *sqlx.Tx, reports []Report) (Batch, error) {
+	if allSucceeded(reports) {
+		return finishSucceeded(ctx, store.NewWorkflows(tx), reports)
+	}
 	return finishBatch(ctx, store.NewWorkflows(tx), reports)
+}
+
+// allSucceeded says whether every report is a success: then the batch
+// needs no cancel cascade and is recorded in one statement
+// (finishSucceeded).
+func allSucceeded(reports []Report) bool {
+	for _, r := range reports {
+		if !r.Outcome.Succeeded {
+			return false
+		}
+	}
+	return true
+}
+
+// finishSucceeded is finishBatch for reports that all succeeded, in one
+// statement (store.Workflows.SucceedSteps), which wfs may run outside a
+// transaction: it is atomic on its own. Its Batch is the one finishBatch
+// returns for the same reports.
+func finishSucceeded(ctx context.Context, wfs *store.Workflows, reports []Report) (Batch, error) {
+	b := Batch{Advances: make([]Advance, len(reports))}
+	if len(reports) == 0 {
+		return b, nil
+	}
+	// The first report of each step is the one recorded.
+	first := make(map[store.StepKey]int, len(reports))
+	ends := make([]store.StepEnd, 0, len(reports))
+	for i, r := range reports {
+		k := store.StepKey{WorkflowID: r.Ref.WorkflowID, StepID: r.Ref.StepID}
+		if _, dup := first[k]; dup {
+			continue
+		}
+		first[k] = i
+		o := r.Outcome
+		ends = append(ends, store.StepEnd{StepKey: k, State: store.StepSucceeded, Result: o.Result, Error: o.Error,
+			StartedAt: o.StartedAt, FinishedAt: o.FinishedAt, Retried: o.Retried})
+	}
+	done, err := wfs.SucceedSteps(ctx, ends)
+	if err != nil {
+		return Batch{}, err
+	}
+	after := make(map[string]store.Workflow, len(done.Before))
+	before := make(map[string]store.Workflow, len(done.Before))
+	for _, w := range done.Before {
+		before[w.ID], after[w.ID] = w, w
+	}
+	for _, w := range done.After {
+		after[w.ID] = w
+	}
+	for _, k := range done.Finished {
+		b.Advances[first[k]].Changed = true
+	}
+	enqueued := map[string]int{}
+	for _, s := range done.Enqueued {
+		enqueued[s.WorkflowID]++
+		b.TaskIDs = append(b.TaskIDs, s.TaskID)
+	}
+	counted := map[string]bool{}
+	for i, r := range reports {
+		wf := r.Ref.WorkflowID
+		adv := &b.Advances[i]
+		adv.Workflow = after[wf]
+		if !adv.Changed || counted[wf] {
+			continue
+		}
+		counted[wf] = true
+		adv.Enqueued = enqueued[wf]
+		adv.Ended = before[wf].State == store.WorkflowRunning && after[wf].State != store.WorkflowRunning
+	}
+	return b, nil
 }
 
 // finishBatch is FinishBatch over wfs, a repository in a transaction.
@@ -310,15 +382,22 @@ func (a *Advancer) StepFinished(ctx context.Context, ref tasks.StepRef, o tasks.
 	return err
 }
 
-// record finishes one batch in its own transaction, then dispatches the
-// steps it enqueued.
+// record finishes one batch atomically (in one statement when every
+// outcome succeeded, else in a transaction of its own), then dispatches
+// the steps it enqueued.
 func (a *Advancer) record(ctx context.Context, reports []Report) ([]struct{}, error) {
 	var b Batch
-	err := db.InTx(ctx, a.db, func(tx *sqlx.Tx) error {
-		var err error
-		b, err = finishBatch(ctx, store.NewWorkflows(a.prepared.InTx(tx)), reports)
-		return err
-	})
+	var err error
+	if allSucceeded(reports) {
+		// One statement, no transaction around it: one round trip.
+		b, err = finishSucceeded(ctx, store.NewWorkflows(a.prepared), reports)
+	} else {
+		err = db.InTx(ctx, a.db, func(tx *sqlx.Tx) error {
+			var err error
+			b, err = finishBatch(ctx, store.NewWorkflows(a.prepared.InTx(tx)), reports)
+			return err
+		})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("record %d workflow step outcomes: %w", len(reports), err)
 	}
