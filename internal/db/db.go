@@ -99,16 +99,3 @@ func InTx(ctx context.Context, d *sqlx.DB, fn func(tx *sqlx.Tx) error) (err erro
 	}
 	return nil
 }
-
-// AsyncCommit makes tx's commit return before its WAL record is flushed to
-// disk (SET LOCAL synchronous_commit = off; the rest of the database keeps
-// its setting). Only for writes whose loss in a crash of PostgreSQL is
-// harmless, because redoing them is: a few hundred milliseconds of them may
-// be lost (up to three times wal_writer_delay: 600 ms by default), never
-// corrupted or half-applied.
-func AsyncCommit(ctx context.Context, tx *sqlx.Tx) error {
-	if _, err := tx.ExecContext(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
-		return fmt.Errorf("asynchronous commit: %w", err)
-	}
-	return nil
-}

@@ -186,7 +186,7 @@ func (d *Dispatcher) send(ctx context.Context, ids []string) {
 		if err != nil {
 			return err
 		}
-		failed, err := d.sender.sendLocked(bctx, tx, q, rows)
+		failed, err := d.sender.sendLocked(bctx, q, rows)
 		sent = len(rows) - failed
 		return err
 	})

@@ -9,9 +9,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/jmoiron/sqlx"
 
-	"github.com/conveyor-run/conveyor/internal/db"
 	"github.com/conveyor-run/conveyor/internal/store"
 	"github.com/conveyor-run/conveyor/tasks"
 )
@@ -25,24 +23,24 @@ type outboxSender struct {
 	opts   RelayOptions
 }
 
-// sendLocked enqueues rows, which tx has taken (store.Outbox.Take or
-// TakeDue: locked and marked sent), with up to batchParallelism enqueues in
-// flight (asynq has no pipelined enqueue), then records in tx, through q
-// (tx itself or its prepared statements), each failure: the row is put back
-// with its backoff, or dead after DeadAttempts when it can never become a
-// task. It returns how many rows failed.
+// sendLocked enqueues rows, which a transaction has taken (store.Outbox.Take
+// or TakeDue: locked and marked sent), with up to batchParallelism enqueues
+// in flight (asynq has no pipelined enqueue), then records in that
+// transaction, through q (the transaction or its prepared statements), each
+// failure: the row is put back with its backoff, or dead after DeadAttempts
+// when it can never become a task. It returns how many rows failed.
 //
-// tx commits asynchronously (db.AsyncCommit): losing the "sent" marks in a
-// PostgreSQL crash only makes those rows due again, and a row sent twice is
-// still one task. The second enqueue uses the same task ID, which asynq
-// refuses while the first task is kept (its type's retention, see
-// tasks/retention.go): counted as sent. And past that window the consumers
-// tolerate a repeat: a workflow step's task
-// is dropped unless its step is still `enqueued`, emails deduplicate on
-// their key in email_log, order:process moves an order only from pending.
-// What must survive a crash — the row itself, written by the producer's
-// durable commit — does.
-func (s *outboxSender) sendLocked(ctx context.Context, tx *sqlx.Tx, q store.Querier, rows []store.OutboxEntry) (failed int, err error) {
+// The transaction commits asynchronously (the take statement made it so):
+// losing the "sent" marks in a PostgreSQL crash only makes those rows due
+// again, and a row sent twice is still one task. The second enqueue uses
+// the same task ID, which asynq refuses while the first task is kept (its
+// type's retention, see tasks/retention.go): counted as sent. And past that
+// window the consumers tolerate a repeat: a workflow step's task is dropped
+// unless its step is still `enqueued`, emails deduplicate on their key in
+// email_log, order:process moves an order only from pending. What must
+// survive a crash — the row itself, written by the producer's durable
+// commit — does.
+func (s *outboxSender) sendLocked(ctx context.Context, q store.Querier, rows []store.OutboxEntry) (failed int, err error) {
 	if len(rows) == 0 {
 		return 0, nil
 	}
@@ -70,7 +68,7 @@ func (s *outboxSender) sendLocked(ctx context.Context, tx *sqlx.Tx, q store.Quer
 			return failed, err
 		}
 	}
-	return failed, db.AsyncCommit(ctx, tx)
+	return failed, nil
 }
 
 // recordFailure reschedules row after a failed send with exponential

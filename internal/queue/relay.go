@@ -120,7 +120,7 @@ func (r *Relay) RelayOnce(ctx context.Context) (handled, failed int, err error) 
 			return err
 		}
 		handled = len(rows)
-		failed, err = r.sender.sendLocked(ctx, tx, tx, rows)
+		failed, err = r.sender.sendLocked(ctx, tx, rows)
 		return err
 	})
 	return handled, failed, err

@@ -80,7 +80,8 @@ type TaskOptions struct {
 const takeCols = `o.id, o.task_type, o.payload, o.request_id, o.options, o.attempts`
 
 // TakeDue takes up to limit unsent rows whose next attempt is due, oldest
-// first (see above). q must be a transaction; the locks last until it ends.
+// first (see above). q must be a transaction; the locks last until it ends,
+// and it commits asynchronously (asyncCommitSQL).
 func (r *Outbox) TakeDue(ctx context.Context, limit int) ([]OutboxEntry, error) {
 	out := []OutboxEntry{}
 	err := r.q.SelectContext(ctx, &out, takeDueSQL, limit)
@@ -97,13 +98,25 @@ func (r *Outbox) TakeDue(ctx context.Context, limit int) ([]OutboxEntry, error) 
 const takeDueSQL = `UPDATE outbox o SET sent_at = now(), last_error = ''
 	 WHERE o.id = ANY (ARRAY(SELECT id FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL AND next_attempt_at <= now()
 	                          ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED))
+	   AND ` + asyncCommitSQL + `
 	RETURNING ` + takeCols
+
+// asyncCommitSQL, a condition of the take statements, makes the taking
+// transaction commit asynchronously, as SET LOCAL synchronous_commit = off
+// would, without a round trip of its own (an uncorrelated subquery: run
+// once per statement, before any row is marked). The marks are worth no
+// WAL flush: lost in a crash of PostgreSQL, they only make their rows due
+// again, and a row sent twice is still one task (see queue's
+// outboxSender). A transaction that takes rows only records failures
+// besides.
+const asyncCommitSQL = `(SELECT set_config('synchronous_commit', 'off', true)) = 'off'`
 
 // Take takes the rows among ids that are still to send (not sent, not
 // dead), skipping rows another transaction holds: a row the relay (or
 // another dispatcher) has locked is theirs to send. IDs of rows that do not
 // exist — a rolled-back transaction's — are ignored. q must be a
-// transaction; the locks last until it ends.
+// transaction; the locks last until it ends, and it commits
+// asynchronously (asyncCommitSQL), as for TakeDue.
 func (r *Outbox) Take(ctx context.Context, ids []string) ([]OutboxEntry, error) {
 	out := []OutboxEntry{}
 	err := r.q.SelectContext(ctx, &out, takeSQL, pq.Array(ids))
@@ -113,6 +126,7 @@ func (r *Outbox) Take(ctx context.Context, ids []string) ([]OutboxEntry, error) 
 const takeSQL = `UPDATE outbox o SET sent_at = now(), last_error = ''
 	 WHERE o.id = ANY (ARRAY(SELECT id FROM outbox WHERE id = ANY($1::uuid[]) AND sent_at IS NULL AND dead_at IS NULL
 	                          FOR UPDATE SKIP LOCKED))
+	   AND ` + asyncCommitSQL + `
 	RETURNING ` + takeCols
 
 // MarkSent records that rows ids were enqueued, in one statement (Take and

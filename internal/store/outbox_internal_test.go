@@ -80,3 +80,48 @@ func TestTakeProbesThePrimaryKey(t *testing.T) {
 		t.Errorf("Take = %d rows, %v; want 500", len(rows), err)
 	}
 }
+
+// Taking rows makes the transaction commit asynchronously, with no
+// statement of its own for it.
+func TestTakeMakesTheCommitAsynchronous(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d, _ := testenv.DB(t)
+	var id string
+	if err := d.GetContext(ctx, &id, `INSERT INTO outbox (task_type, payload) VALUES ('system:ping', '{}') RETURNING id`); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		take func(o *Outbox) ([]OutboxEntry, error)
+		rows int
+		want string
+	}{
+		{"Take", func(o *Outbox) ([]OutboxEntry, error) { return o.Take(ctx, []string{id}) }, 1, "off"},
+		{"TakeDue", func(o *Outbox) ([]OutboxEntry, error) { return o.TakeDue(ctx, 10) }, 1, "off"},
+	} {
+		tx, err := d.BeginTxx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// As on a database with the default (the test one commits
+		// asynchronously throughout).
+		if _, err := tx.ExecContext(ctx, `SET LOCAL synchronous_commit = on`); err != nil {
+			t.Fatal(err)
+		}
+		rows, err := tc.take(NewOutbox(tx))
+		if err != nil || len(rows) != tc.rows {
+			t.Fatalf("%s: %d rows, %v; want %d", tc.name, len(rows), err, tc.rows)
+		}
+		var got string
+		if err := tx.GetContext(ctx, &got, `SHOW synchronous_commit`); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Rollback(); err != nil { // the row stays to take again
+			t.Fatal(err)
+		}
+		if got != tc.want {
+			t.Errorf("%s: synchronous_commit in its transaction = %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}
