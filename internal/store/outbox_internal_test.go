@@ -125,3 +125,45 @@ func TestTakeMakesTheCommitAsynchronous(t *testing.T) {
 		}
 	}
 }
+
+// Take's plan probes the primary key also as a prepared statement's
+// generic plan (the dispatcher prepares it), and when the statistics are
+// older than the rows to send: ANALYZEd while nearly every row was sent,
+// outbox_due_idx looked empty, and the generic plan walked it, through
+// every unsent row, for each batch — 10,000 entries a batch while a
+// 10,000-step group was being sent.
+func TestTakesGenericPlanProbesThePrimaryKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d, _ := testenv.DB(t)
+	if _, err := d.ExecContext(ctx, `INSERT INTO outbox (task_type, payload, sent_at)
+		SELECT 'system:ping', '{}', now() FROM generate_series(1, 20000)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.ExecContext(ctx, `ANALYZE outbox`); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	if err := d.SelectContext(ctx, &ids, `INSERT INTO outbox (task_type, payload)
+		SELECT 'system:ping', '{}' FROM generate_series(1, 5000) RETURNING id::text`); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := d.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `SET LOCAL plan_cache_mode = force_generic_plan`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, `PREPARE take_generic(uuid[]) AS `+takeSQL); err != nil {
+		t.Fatal(err)
+	}
+	var plan []byte
+	if err := tx.GetContext(ctx, &plan, `EXPLAIN (FORMAT JSON) EXECUTE take_generic('{`+strings.Join(ids[:50], ",")+`}')`); err != nil {
+		t.Fatal(err)
+	}
+	if p := string(plan); strings.Contains(p, "outbox_due_idx") || strings.Count(p, "outbox_pkey") != 2 {
+		t.Errorf("Take's generic plan does not probe outbox_pkey twice (lock, mark): %s", p)
+	}
+}
