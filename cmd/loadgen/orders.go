@@ -21,8 +21,12 @@ import (
 // ordersScenario places orders through the real api and follows each one
 // until the real worker has processed it and sent its confirmation email
 // (to an SMTP sink): closed loop at -conns connections, then open loop at a
-// fixed -rate. Latencies after the POST come from the rows the binaries
-// write: orders.created_at, orders.processed_at, email_log.sent_at.
+// fixed -rate for -rate-duration, after -rate-warmup at the same rate
+// whose orders are reported apart (warmup_*): the open loop measures the
+// steady state, not the processes' first second (connections opened,
+// heaps and stacks grown). Latencies after the POST come from the rows the
+// binaries write: orders.created_at, orders.processed_at,
+// email_log.sent_at.
 func ordersScenario() Scenario {
 	return Scenario{
 		Name: "orders",
