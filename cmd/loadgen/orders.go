@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"slices"
@@ -226,22 +225,11 @@ func orderPoster(env *Env, host, token string, conns int) (post func(ctx context
 	case "net/http":
 		c := httpClient(conns)
 		return func(ctx context.Context) (int64, error) {
-			req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+host+path, bytes.NewReader(raw))
-			if err != nil {
-				return 0, err
+			var o struct {
+				ID int64 `json:"id"`
 			}
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Authorization", "Bearer "+token)
-			resp, err := c.Do(req)
-			if err != nil {
-				return 0, err
-			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			if err != nil {
-				return 0, err
-			}
-			return decode(resp.StatusCode, b)
+			_, err := call(ctx, c, http.MethodPost, "http://"+host+path, token, json.RawMessage(raw), &o)
+			return o.ID, err
 		}, c.CloseIdleConnections, nil
 	}
 	return nil, nil, fmt.Errorf("-http-client %q: want lean or net/http", env.P.HTTPClient)

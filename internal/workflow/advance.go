@@ -102,19 +102,7 @@ func finishSucceeded(ctx context.Context, wfs *store.Workflows, reports []Report
 	if len(reports) == 0 {
 		return b, nil
 	}
-	// The first report of each step is the one recorded.
-	first := make(map[store.StepKey]int, len(reports))
-	ends := make([]store.StepEnd, 0, len(reports))
-	for i, r := range reports {
-		k := store.StepKey{WorkflowID: r.Ref.WorkflowID, StepID: r.Ref.StepID}
-		if _, dup := first[k]; dup {
-			continue
-		}
-		first[k] = i
-		o := r.Outcome
-		ends = append(ends, store.StepEnd{StepKey: k, State: store.StepSucceeded, Result: o.Result, Error: o.Error,
-			StartedAt: o.StartedAt, FinishedAt: o.FinishedAt, Retried: o.Retried})
-	}
+	first, ends := firstEnds(reports, nil)
 	done, err := wfs.SucceedSteps(ctx, ends)
 	if err != nil {
 		return Batch{}, err
@@ -135,6 +123,44 @@ func finishSucceeded(ctx context.Context, wfs *store.Workflows, reports []Report
 		enqueued[s.WorkflowID]++
 		b.TaskIDs = append(b.TaskIDs, s.TaskID)
 	}
+	b.describe(reports, before, after, enqueued)
+	return b, nil
+}
+
+// firstEnds indexes the first report of each step, the one recorded, and
+// returns the StepEnds that record them, those of workflows keep accepts
+// (nil: all).
+func firstEnds(reports []Report, keep func(workflowID string) bool) (map[store.StepKey]int, []store.StepEnd) {
+	first := make(map[store.StepKey]int, len(reports))
+	ends := make([]store.StepEnd, 0, len(reports))
+	for i, r := range reports {
+		k := store.StepKey{WorkflowID: r.Ref.WorkflowID, StepID: r.Ref.StepID}
+		if _, dup := first[k]; dup {
+			continue
+		}
+		first[k] = i
+		if keep == nil || keep(k.WorkflowID) {
+			ends = append(ends, endOf(k, r.Outcome))
+		}
+	}
+	return first, ends
+}
+
+// endOf is the StepEnd that records outcome o of step k.
+func endOf(k store.StepKey, o tasks.StepOutcome) store.StepEnd {
+	e := store.StepEnd{StepKey: k, State: store.StepSucceeded, Result: o.Result, Error: o.Error,
+		StartedAt: o.StartedAt, FinishedAt: o.FinishedAt, Retried: o.Retried}
+	if !o.Succeeded {
+		e.State, e.Result = store.StepFailed, nil
+	}
+	return e
+}
+
+// describe completes b.Advances, whose Changed is set, from the workflows
+// before and after the batch and the children it enqueued per workflow:
+// each report gets its workflow as it is now, and the first report that
+// changed a workflow carries what the batch did to it.
+func (b *Batch) describe(reports []Report, before, after map[string]store.Workflow, enqueued map[string]int) {
 	counted := map[string]bool{}
 	for i, r := range reports {
 		wf := r.Ref.WorkflowID
@@ -147,7 +173,6 @@ func finishSucceeded(ctx context.Context, wfs *store.Workflows, reports []Report
 		adv.Enqueued = enqueued[wf]
 		adv.Ended = before[wf].State == store.WorkflowRunning && after[wf].State != store.WorkflowRunning
 	}
-	return b, nil
 }
 
 // finishBatch is FinishBatch over wfs, a repository in a transaction.
@@ -173,26 +198,7 @@ func finishBatch(ctx context.Context, wfs *store.Workflows, reports []Report) (B
 		before[w.ID] = w
 	}
 
-	// The first report of each step is the one recorded.
-	first := make(map[store.StepKey]int, len(reports))
-	ends := make([]store.StepEnd, 0, len(reports))
-	for i, r := range reports {
-		k := store.StepKey{WorkflowID: r.Ref.WorkflowID, StepID: r.Ref.StepID}
-		if _, dup := first[k]; dup {
-			continue
-		}
-		first[k] = i
-		if _, ok := before[k.WorkflowID]; !ok {
-			continue
-		}
-		o := r.Outcome
-		e := store.StepEnd{StepKey: k, State: store.StepSucceeded, Result: o.Result, Error: o.Error,
-			StartedAt: o.StartedAt, FinishedAt: o.FinishedAt, Retried: o.Retried}
-		if !o.Succeeded {
-			e.State, e.Result = store.StepFailed, nil
-		}
-		ends = append(ends, e)
-	}
+	first, ends := firstEnds(reports, func(wf string) bool { _, ok := before[wf]; return ok })
 	var finished []store.StepKey
 	if len(ends) > 0 {
 		if finished, err = wfs.FinishSteps(ctx, ends); err != nil {
@@ -280,18 +286,7 @@ func finishBatch(ctx context.Context, wfs *store.Workflows, reports []Report) (B
 			after[w.ID] = w
 		}
 	}
-	counted := map[string]bool{}
-	for i, r := range reports {
-		wf := r.Ref.WorkflowID
-		adv := &b.Advances[i]
-		adv.Workflow = after[wf]
-		if !adv.Changed || counted[wf] {
-			continue
-		}
-		counted[wf] = true
-		adv.Enqueued = enqueued[wf]
-		adv.Ended = before[wf].State == store.WorkflowRunning && after[wf].State != store.WorkflowRunning
-	}
+	b.describe(reports, before, after, enqueued)
 	return b, nil
 }
 
