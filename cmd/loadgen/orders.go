@@ -128,6 +128,9 @@ func runOrders(open bool) func(context.Context, *Env) (Metrics, error) {
 		if open {
 			var dropped int
 			lat, warm, dropped = warmOpenLoop(ctx, env.P.Rate, env.P.RateWarmup, env.P.RateDuration, conns, measure, place)
+			if m == nil { // no measured call was due (ctx ended in the warm-up, or -rate-duration 0)
+				measure()
+			}
 			wall = time.Since(measureFrom)
 			out["dropped"] = float64(dropped)
 			if w := warm.sorted(); len(w) > 0 {
