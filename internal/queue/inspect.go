@@ -116,6 +116,10 @@ func (c *Client) WaitTask(ctx context.Context, id, queue string, wait time.Durat
 	}
 }
 
+// cancelRepeat is how often Cancel repeats its request while the task
+// stays active.
+const cancelRepeat = 500 * time.Millisecond
+
 // Cancel stops task id: an active task is cancelled (its handler's context
 // ends) and then removed, so it is not retried; a waiting task (pending,
 // scheduled, retry, archived, completed) is deleted. It returns what it did:
@@ -132,8 +136,21 @@ func (c *Client) Cancel(ctx context.Context, id, queue string, wait time.Duratio
 		}
 		return "deleted", nil
 	}
-	if err := c.insp.CancelProcessing(id); err != nil {
-		return "", fmt.Errorf("cancel %s: %w", id, err)
+	// A cancel request is a Redis PUBLISH that nobody stores: a worker that
+	// has dequeued the task but not yet registered its handler's cancel
+	// function, or whose subscription is (re)connecting, misses it. So the
+	// request is repeated while the task stays active; a repeat reaching a
+	// handler already cancelled does nothing.
+	var published time.Time
+	publish := func() error {
+		published = time.Now()
+		if err := c.insp.CancelProcessing(id); err != nil {
+			return fmt.Errorf("cancel %s: %w", id, err)
+		}
+		return nil
+	}
+	if err := publish(); err != nil {
+		return "", err
 	}
 	// The worker turns the cancelled attempt into a retry (or an archived
 	// task on its last attempt); remove that so cancel means cancel.
@@ -153,6 +170,11 @@ func (c *Client) Cancel(ctx context.Context, id, queue string, wait time.Duratio
 				}
 			}
 			return "canceled", nil
+		}
+		if time.Since(published) >= cancelRepeat {
+			if err := publish(); err != nil {
+				return "", err
+			}
 		}
 		select {
 		case <-ctx.Done():
