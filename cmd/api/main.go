@@ -188,7 +188,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
 	var outboxDone sync.WaitGroup
 	outboxDone.Go(func() { _ = dispatcher.Run(relayCtx) })
-	outboxDone.Go(func() { _ = queue.NewRelay(database, q, log, queue.RelayOptions{}).Run(relayCtx) })
+	// The relay leaves a row to its producer's dispatcher for a second
+	// (RelayOptions.Grace): it takes what no dispatcher sent, 1–2 s after
+	// its commit, instead of racing the dispatchers for every fresh row.
+	outboxDone.Go(func() {
+		_ = queue.NewRelay(database, q, log, queue.RelayOptions{Grace: time.Second}).Run(relayCtx)
+	})
 	defer func() { stopRelay(); outboxDone.Wait() }()
 
 	// The side port (METRICS_ADDR, optional for the api) carries the

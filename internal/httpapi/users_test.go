@@ -143,7 +143,7 @@ func TestRegisterEnqueuesWelcomeEmail(t *testing.T) {
 	var rows []store.OutboxEntry
 	err := db.InTx(ctx, b.db, func(tx *sqlx.Tx) error {
 		var err error
-		rows, err = store.NewOutbox(tx).TakeDue(ctx, 10)
+		rows, err = store.NewOutbox(tx).TakeDue(ctx, 10, 0)
 		if err == nil {
 			err = errRollback
 		}

@@ -152,7 +152,7 @@ func TestOutboxTakeDueSentFailed(t *testing.T) {
 		t.Fatal(err)
 	}
 	id2, _ := ob.Add(ctx, "email:welcome", []byte(`{"user_id":2}`), "")
-	due, err := ob.TakeDue(ctx, 10)
+	due, err := ob.TakeDue(ctx, 10, 0)
 	if err != nil || len(due) != 2 {
 		t.Fatalf("due = %+v, %v", due, err)
 	}
@@ -166,7 +166,7 @@ func TestOutboxTakeDueSentFailed(t *testing.T) {
 	if err := ob.MarkFailed(ctx, id2, "redis down", time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if due, _ := ob.TakeDue(ctx, 10); len(due) != 0 {
+	if due, _ := ob.TakeDue(ctx, 10, 0); len(due) != 0 {
 		t.Fatalf("due after sent/failed = %+v", due)
 	}
 	st, err := ob.Stats(ctx)
@@ -239,11 +239,11 @@ func TestOutboxDueSkipsLockedRows(t *testing.T) {
 	defer tx1.Rollback()
 	tx2, _ := d.Beginx()
 	defer tx2.Rollback()
-	a, err := store.NewOutbox(tx1).TakeDue(ctx, 10)
+	a, err := store.NewOutbox(tx1).TakeDue(ctx, 10, 0)
 	if err != nil || len(a) != 1 {
 		t.Fatalf("first relay: %v %v", a, err)
 	}
-	b, err := store.NewOutbox(tx2).TakeDue(ctx, 10)
+	b, err := store.NewOutbox(tx2).TakeDue(ctx, 10, 0)
 	if err != nil || len(b) != 0 {
 		t.Fatalf("second relay got %v, %v; want nothing while the row is locked", b, err)
 	}

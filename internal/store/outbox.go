@@ -79,12 +79,12 @@ type TaskOptions struct {
 // other fields of OutboxEntry are left zero.
 const takeCols = `o.id, o.task_type, o.payload, o.request_id, o.options, o.attempts`
 
-// TakeDue takes up to limit unsent rows whose next attempt is due, oldest
-// first (see above). q must be a transaction; the locks last until it ends,
-// and it commits asynchronously (asyncCommitSQL).
-func (r *Outbox) TakeDue(ctx context.Context, limit int) ([]OutboxEntry, error) {
+// TakeDue takes up to limit unsent rows whose next attempt has been due for
+// at least grace, oldest first (see above). q must be a transaction; the
+// locks last until it ends, and it commits asynchronously (asyncCommitSQL).
+func (r *Outbox) TakeDue(ctx context.Context, limit int, grace time.Duration) ([]OutboxEntry, error) {
 	out := []OutboxEntry{}
-	err := r.q.SelectContext(ctx, &out, takeDueSQL, limit)
+	err := r.q.SelectContext(ctx, &out, takeDueSQL, limit, max(grace, 0).Seconds())
 	return out, mapErr(err, "take due outbox rows")
 }
 
@@ -96,7 +96,7 @@ func (r *Outbox) TakeDue(ctx context.Context, limit int) ([]OutboxEntry, error) 
 // per batch of 100 (5.6 ms a poll on the bench, a quarter of PostgreSQL's
 // time in a chord).
 const takeDueSQL = `UPDATE outbox o SET sent_at = now(), last_error = ''
-	 WHERE o.id = ANY (ARRAY(SELECT id FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL AND next_attempt_at <= now()
+	 WHERE o.id = ANY (ARRAY(SELECT id FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL AND next_attempt_at <= now() - make_interval(secs => $2)
 	                          ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED))
 	   AND ` + asyncCommitSQL + `
 	RETURNING ` + takeCols

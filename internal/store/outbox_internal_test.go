@@ -3,8 +3,10 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lib/pq"
 
@@ -27,7 +29,7 @@ func TestTakeDueStopsAtItsLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	var plan []byte
-	if err := d.GetContext(ctx, &plan, `EXPLAIN (FORMAT JSON) `+takeDueSQL, 100); err != nil {
+	if err := d.GetContext(ctx, &plan, `EXPLAIN (FORMAT JSON) `+takeDueSQL, 100, 0.0); err != nil {
 		t.Fatal(err)
 	}
 	var nodes []struct {
@@ -45,7 +47,7 @@ func TestTakeDueStopsAtItsLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback()
-	if rows, err := NewOutbox(tx).TakeDue(ctx, 100); err != nil || len(rows) != 100 {
+	if rows, err := NewOutbox(tx).TakeDue(ctx, 100, 0); err != nil || len(rows) != 100 {
 		t.Errorf("TakeDue = %d rows, %v; want 100", len(rows), err)
 	}
 }
@@ -98,7 +100,7 @@ func TestTakeMakesTheCommitAsynchronous(t *testing.T) {
 		want string
 	}{
 		{"Take", func(o *Outbox) ([]OutboxEntry, error) { return o.Take(ctx, []string{id}) }, 1, "off"},
-		{"TakeDue", func(o *Outbox) ([]OutboxEntry, error) { return o.TakeDue(ctx, 10) }, 1, "off"},
+		{"TakeDue", func(o *Outbox) ([]OutboxEntry, error) { return o.TakeDue(ctx, 10, 0) }, 1, "off"},
 	} {
 		tx, err := d.BeginTxx(ctx, nil)
 		if err != nil {
@@ -165,5 +167,48 @@ func TestTakesGenericPlanProbesThePrimaryKey(t *testing.T) {
 	}
 	if p := string(plan); strings.Contains(p, "outbox_due_idx") || strings.Count(p, "outbox_pkey") != 2 {
 		t.Errorf("Take's generic plan does not probe outbox_pkey twice (lock, mark): %s", p)
+	}
+}
+
+// TakeDue with a grace leaves the rows that became due less than grace ago
+// (a dispatcher's to send) and takes the older ones, oldest first.
+func TestTakeDueLeavesFreshRowsForTheGrace(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d, _ := testenv.DB(t)
+	var old, fresh string
+	if err := d.GetContext(ctx, &old, `INSERT INTO outbox (task_type, payload, next_attempt_at)
+		VALUES ('system:ping', '{}', now() - interval '10 seconds') RETURNING id`); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.GetContext(ctx, &fresh, `INSERT INTO outbox (task_type, payload) VALUES ('system:ping', '{}') RETURNING id`); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		grace time.Duration
+		want  []string
+	}{
+		{time.Hour, nil},
+		{5 * time.Second, []string{old}},
+		{0, []string{fresh}}, // the old row was taken by the previous case
+	} {
+		tx, err := d.BeginTxx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := NewOutbox(tx).TakeDue(ctx, 10, tc.grace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range rows {
+			got = append(got, r.ID)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("grace %s: took %v, want %v", tc.grace, got, tc.want)
+		}
 	}
 }
