@@ -303,15 +303,21 @@ const stepCols = `s.workflow_id, s.step_id, s.position, s.task_type, s.payload, 
 	s.if_parent_failed, s.state, s.parents_left, s.parent_failed, s.task_id, COALESCE(s.result, 'null') AS result, s.error,
 	s.enqueued_at, s.started_at, s.finished_at, s.checked_at, s.retried`
 
+// stepsSQL reads a workflow's steps with their parents, each parent probed
+// by primary key as in parentResultsSQL, whatever the statistics say.
+const stepsSQL = `SELECT ` + stepCols + `,
+	        COALESCE((SELECT array_agg(p.step_id ORDER BY p.position) FROM workflow_edges e
+	                   CROSS JOIN LATERAL (
+	                          SELECT p.step_id, p.position FROM workflow_steps p
+	                           WHERE p.workflow_id = e.workflow_id AND p.step_id = e.parent LIMIT 1) p
+	                   WHERE e.workflow_id = s.workflow_id AND e.child = s.step_id), '{}') AS after
+	   FROM workflow_steps s WHERE s.workflow_id = $1 ORDER BY s.position`
+
 // Steps returns every step of workflow id in the order they were given,
 // each with its parents.
 func (r *Workflows) Steps(ctx context.Context, id string) ([]WorkflowStep, error) {
 	out := []WorkflowStep{}
-	err := r.q.SelectContext(ctx, &out, `SELECT `+stepCols+`,
-		        COALESCE((SELECT array_agg(e.parent ORDER BY p.position) FROM workflow_edges e
-		                    JOIN workflow_steps p ON p.workflow_id = e.workflow_id AND p.step_id = e.parent
-		                   WHERE e.workflow_id = s.workflow_id AND e.child = s.step_id), '{}') AS after
-		   FROM workflow_steps s WHERE s.workflow_id = $1 ORDER BY s.position`, id)
+	err := r.q.SelectContext(ctx, &out, stepsSQL, id)
 	return out, mapErr(err, "workflow steps "+id)
 }
 

@@ -8,8 +8,9 @@ import (
 	"github.com/conveyor-run/conveyor/internal/testenv"
 )
 
-// A chord callback's parents are read one primary-key probe per edge even
-// when the statistics know nothing of its workflow: after an ANALYZE that
+// A chord callback's parents are read one primary-key probe per edge (for
+// the handler, and for GET /workflows/{id}) even when the statistics know
+// nothing of its workflow: after an ANALYZE that
 // saw only two-step workflows, a plain join rescanned every step of the
 // group for each edge (n² rows: 14 s for 10,000 parents).
 func TestParentResultsProbesEachParentWithStaleStatistics(t *testing.T) {
@@ -50,16 +51,25 @@ func TestParentResultsProbesEachParentWithStaleStatistics(t *testing.T) {
 	if _, err := tx.ExecContext(ctx, `SET LOCAL enable_mergejoin = off; SET LOCAL enable_hashjoin = off`); err != nil {
 		t.Fatal(err)
 	}
-	var raw []byte
-	if err := tx.GetContext(ctx, &raw, `EXPLAIN (ANALYZE, FORMAT JSON) `+parentResultsSQL, wf, "callback"); err != nil {
-		t.Fatal(err)
-	}
-	var plans []struct{ Plan planNode }
-	if err := json.Unmarshal(raw, &plans); err != nil {
-		t.Fatal(err)
-	}
-	if removed := plans[0].Plan.rowsRemoved(); removed > 2000 {
-		t.Errorf("the plan filtered out %.0f rows to find 2,000 parents (want a probe per parent): %s", removed, raw)
+	for _, q := range []struct {
+		name string
+		sql  string
+		args []any
+	}{
+		{"ParentResults", parentResultsSQL, []any{wf, "callback"}},
+		{"Steps", stepsSQL, []any{wf}},
+	} {
+		var raw []byte
+		if err := tx.GetContext(ctx, &raw, `EXPLAIN (ANALYZE, FORMAT JSON) `+q.sql, q.args...); err != nil {
+			t.Fatal(err)
+		}
+		var plans []struct{ Plan planNode }
+		if err := json.Unmarshal(raw, &plans); err != nil {
+			t.Fatal(err)
+		}
+		if removed := plans[0].Plan.rowsRemoved(); removed > 2000 {
+			t.Errorf("%s: the plan filtered out %.0f rows to find 2,000 parents (want a probe per parent): %s", q.name, removed, raw)
+		}
 	}
 
 	got, err := NewWorkflows(d).ParentResults(ctx, wf, "callback")
